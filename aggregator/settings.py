@@ -1,0 +1,56 @@
+"""The worker's settings: one frozen object, read once at startup."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from schema.settings import ClickHouseSettings, KafkaSettings, SettingError, config_from, positive, zone
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    day_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    """TALLY_DAY_TZ: where a day starts and ends (IANA name)."""
+    app_id: str = "tally-aggregator"
+    """TALLY_WORKER_APP_ID: the consumer group, and the prefix of the table's changelog topic."""
+    partitions: int = 6
+    """TALLY_EVENTS_PARTITIONS: partitions of the events topic (and of the changelog)."""
+    replication: int = 1
+    """TALLY_REPLICATION: replication factor of the topics the worker creates."""
+    store: str = "memory://"
+    """TALLY_WORKER_STORE: memory:// or rocksdb:// (needs the rocksdict package)."""
+    data_dir: str = ".stack/worker"
+    """TALLY_WORKER_DATA_DIR: where Faust keeps local state."""
+    batch_max: int = 5000
+    """TALLY_WORKER_BATCH_MAX: events counted per batch at most."""
+    batch_within_s: float = 0.25
+    """TALLY_WORKER_BATCH_WITHIN_S: how long to wait to fill a batch."""
+    flush_interval_s: float = 1.0
+    """TALLY_WORKER_FLUSH_INTERVAL_S: how often changed counts are written to ClickHouse."""
+    rewrite_days: int = 2
+    """TALLY_WORKER_REWRITE_DAYS: after a rebalance, counters of this many recent days are rewritten."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
+        config = config_from(environ)
+        store = config("TALLY_WORKER_STORE", default=cls.store)
+        if store.split(":", 1)[0] not in ("memory", "rocksdb"):
+            raise SettingError(f"TALLY_WORKER_STORE={store!r} must be memory:// or rocksdb://")
+        return cls(
+            kafka=KafkaSettings.from_config(config),
+            clickhouse=ClickHouseSettings.from_config(config),
+            day_tz=zone(config, "TALLY_DAY_TZ", "UTC"),
+            app_id=config("TALLY_WORKER_APP_ID", default=cls.app_id),
+            partitions=int(positive(config, "TALLY_EVENTS_PARTITIONS", cls.partitions, int)),
+            replication=int(positive(config, "TALLY_REPLICATION", cls.replication, int)),
+            store=store,
+            data_dir=config("TALLY_WORKER_DATA_DIR", default=cls.data_dir),
+            batch_max=int(positive(config, "TALLY_WORKER_BATCH_MAX", cls.batch_max, int)),
+            batch_within_s=positive(config, "TALLY_WORKER_BATCH_WITHIN_S", cls.batch_within_s),
+            flush_interval_s=positive(config, "TALLY_WORKER_FLUSH_INTERVAL_S", cls.flush_interval_s),
+            rewrite_days=int(positive(config, "TALLY_WORKER_REWRITE_DAYS", cls.rewrite_days, int)),
+        )

@@ -1,0 +1,85 @@
+"""``tally``: one command for the local stack and the services.
+
+    tally up        install what is missing, start everything, print where it is
+    tally down      stop everything ``up`` started
+    tally status    what runs, and where
+    tally migrate   apply the ClickHouse schema
+    tally ingest    run the ingest service in the foreground
+    tally worker    run a Faust worker in the foreground (run it again to add one)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from deploy.stack import Stack, StackSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tally", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start the whole local stack")
+    commands.add_parser("down", help="stop the local stack")
+    commands.add_parser("status", help="what runs, and where")
+    commands.add_parser("migrate", help="apply the ClickHouse schema")
+    commands.add_parser("ingest", help="run the ingest service (foreground)")
+    worker = commands.add_parser("worker", help="run a Faust worker (foreground)")
+    worker.add_argument("--id", help="worker identity: its state lives in .stack/worker-ID (default: the first free)")
+    args = parser.parse_args(argv)
+
+    if args.command == "ingest":
+        return _ingest()
+    if args.command == "worker":
+        return _worker(args.id)
+    stack = Stack(StackSettings.from_env(os.environ))
+    if args.command == "up":
+        stack.up()
+    elif args.command == "down":
+        stack.down()
+    elif args.command == "status":
+        stack.print_status()
+    elif args.command == "migrate":
+        applied = stack.migrate()
+        print("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "schema up to date")
+    return 0
+
+
+def _ingest() -> int:
+    import uvicorn
+
+    from ingest.app import create_app
+    from ingest.settings import IngestSettings
+
+    settings = IngestSettings.from_env(os.environ)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    return 0
+
+
+def _worker(worker_id: str | None) -> int:
+    import faust
+
+    from aggregator.app import create_app
+    from aggregator.settings import WorkerSettings
+
+    stack = Stack(StackSettings.from_env(os.environ))
+    if worker_id is None:
+        worker_id = next(str(n) for n in range(1, 1000) if stack.worker(str(n)).pid() in (None, os.getpid()))
+    env = dict(os.environ)
+    env.setdefault("TALLY_WORKER_DATA_DIR", str(stack.settings.root / f"worker-{worker_id}"))
+    settings = WorkerSettings.from_env(env)
+    own = stack.worker(worker_id)
+    if own.pid() is None:  # started by hand, not by `tally up`: register it for status/down
+        own.run_dir.mkdir(parents=True, exist_ok=True)
+        own.pid_file.write_text(f"{os.getpid()}\n")
+    logging.basicConfig(level=logging.INFO)
+    app = create_app(settings)
+    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""ClickHouse for the local stack: Debian's clickhouse-server, run as our own process.
+
+It is installed with apt if missing (18.16 on Debian 12), configured to
+listen on loopback only, and keeps its data and logs under ``.stack/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.processes import Managed
+
+HERE = Path(__file__).parent / "clickhouse"
+SERVER_CANDIDATES = ("clickhouse-server", "/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server")
+
+
+def server_binary() -> str | None:
+    for candidate in SERVER_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def install() -> bool:
+    """apt-get install clickhouse-server unless it is there. Return whether it installed."""
+    if server_binary() is not None:
+        return False
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                    "clickhouse-server", "clickhouse-client"], check=True, env=env)
+    return True
+
+
+@dataclass(frozen=True)
+class ClickHouseServer:
+    home: Path  # .stack/clickhouse
+    process: Managed
+    host: str = "127.0.0.1"
+    tcp_port: int = 9000
+    http_port: int = 8123
+
+    def configure(self) -> Path:
+        data_dir = self.home / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.process.log_dir.mkdir(parents=True, exist_ok=True)
+        config = self.home / "config.xml"
+        config.write_text((HERE / "config.xml").read_text().format(
+            host=self.host, tcp_port=self.tcp_port, http_port=self.http_port,
+            data_dir=data_dir, log_dir=self.process.log_dir))
+        shutil.copy(HERE / "users.xml", self.home / "users.xml")
+        return config
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/ping", timeout=1) as response:
+                return bool(response.read().strip() == b"Ok.")
+        except OSError:
+            return False
+
+    def start(self, timeout_s: float = 60) -> bool:
+        """Start the server unless it runs. Return whether it started it."""
+        if self.process.pid() is not None or self.ready():
+            return False
+        install()
+        binary = server_binary()
+        assert binary is not None
+        config = self.configure()
+        self.process.start([binary, f"--config-file={config}"], cwd=self.home)
+        self.process.wait_until(self.ready, timeout_s, "answering /ping")
+        return True

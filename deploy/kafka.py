@@ -1,0 +1,164 @@
+"""Apache Kafka for the local stack: official jars from Maven Central, KRaft mode.
+
+``deploy/kafka/pom.xml`` pins the version; ``mvn dependency:copy-dependencies``
+puts the broker's jars in ``.stack/kafka/libs`` once. The storage directory is
+formatted on first start with a fresh cluster id.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.processes import Managed
+
+HERE = Path(__file__).parent / "kafka"
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+
+
+@dataclass(frozen=True)
+class KafkaServer:
+    home: Path  # .stack/kafka
+    process: Managed
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "768m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def libs(self) -> Path:
+        return self.home / "libs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    def version(self) -> str:
+        pom = (HERE / "pom.xml").read_text()
+        return pom.split("<kafka.version>")[1].split("</kafka.version>")[0]
+
+    def install(self) -> bool:
+        """Fetch the jars unless this version's are there. Return whether it fetched."""
+        marker = self.libs / f".kafka-{self.version()}"
+        if marker.exists():
+            return False
+        if shutil.which("mvn") is None:
+            raise RuntimeError("Maven (mvn) is needed to fetch Kafka: apt-get install maven")
+        if self.libs.exists():
+            shutil.rmtree(self.libs)
+        self.libs.mkdir(parents=True)
+        subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(HERE / "pom.xml"), "dependency:copy-dependencies",
+             f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
+            check=True,
+        )
+        marker.touch()
+        return True
+
+    def reachable(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def configure(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text((HERE / "server.properties").read_text().format(
+            host=self.host, port=self.port, controller_port=self.controller_port, data_dir=self.data_dir))
+        log4j = self.home / "log4j.properties"
+        log4j.write_text((HERE / "log4j.properties").read_text().format(
+            log_file=self.process.log_dir / "kafka-server.log"))
+        return config
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java", f"-Xmx{self.heap}", "-Xms256m", "-XX:+UseG1GC",
+            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            "-cp", f"{self.libs}/*", main, *args,
+        ]
+
+    def format_storage(self, config: Path) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        subprocess.run(self._java(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config)),
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def start(self, timeout_s: float = 90) -> bool:
+        """Start the broker unless it runs. Return whether it started it."""
+        if self.process.pid() is not None or self.reachable():
+            return False
+        self.install()
+        config = self.configure()
+        self.format_storage(config)
+        self.process.start(self._java(MAIN_CLASS, str(config)))
+        self.process.wait_until(self.ready, timeout_s, "accepting clients")
+        return True
+
+    def ready(self) -> bool:
+        """The broker answers a metadata request."""
+        if not self.reachable():
+            return False
+        from kafka import KafkaAdminClient  # type: ignore[import-untyped]
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000,
+                                     client_id="tally-stack")
+        except Exception:
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except Exception:
+            return False
+        finally:
+            admin.close()
+
+
+def ensure_topic(bootstrap: str, name: str, partitions: int, replication: int = 1,
+                 retention_ms: int | None = None) -> bool:
+    """Create ``name`` unless it exists. Return whether it created it."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic  # type: ignore[import-untyped]
+    from kafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tally-stack")
+    try:
+        if name in admin.list_topics():
+            return False
+        configs = {"min.insync.replicas": str(min(2, replication))}
+        if retention_ms is not None:
+            configs["retention.ms"] = str(retention_ms)
+        try:
+            admin.create_topics([NewTopic(name, partitions, replication, topic_configs=configs)])
+        except TopicAlreadyExistsError:
+            return False
+        return True
+    finally:
+        admin.close()
+
+
+def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (tests clean up with it)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tally-stack")
+    try:
+        doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            admin.delete_topics(doomed)
+        return doomed
+    finally:
+        admin.close()

@@ -1,0 +1,9 @@
+"""The contract between ingest, aggregator and ClickHouse.
+
+- :mod:`schema.event` -- what a label event is, its rules, and its bytes on
+  the Kafka topic.
+- :mod:`schema.settings` -- where the contract lives: the events topic and
+  the ClickHouse database, read the same way by both services.
+- :mod:`schema.migrations` -- the ClickHouse DDL, versioned, and the views
+  every reader goes through.
+"""

@@ -1,0 +1,112 @@
+"""A label event: its fields, the rules each field obeys, and its wire format.
+
+Ingest encodes, the aggregator decodes; neither defines its own. The Kafka
+message key is ``label:category:dom_id`` so every event of one counter lands
+in one partition, in order: the aggregator relies on that to count each
+event exactly once (see :mod:`aggregator.count`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from typing import Final
+
+WIRE_VERSION: Final = 1
+
+# Field rules. ASCII only, so a label is the same string in every system it
+# passes through, and junk (URLs, JSON, free text) is refused at the door.
+LABEL_RULE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
+CATEGORY_RULE: Final = re.compile(r"[A-Za-z0-9_.\-/]*")
+DOM_ID_RULE: Final = re.compile(r"[A-Za-z0-9_.\-]*")
+MAX_LABEL_LEN: Final = 64
+MAX_CATEGORY_LEN: Final = 64
+MAX_DOM_ID_LEN: Final = 128
+
+RULES: Final = {
+    "label": (LABEL_RULE, 1, MAX_LABEL_LEN, "letters, digits and _ . - /, starting with a letter, digit or _"),
+    "category": (CATEGORY_RULE, 0, MAX_CATEGORY_LEN, "letters, digits and _ . - /"),
+    "dom_id": (DOM_ID_RULE, 0, MAX_DOM_ID_LEN, "letters, digits and _ . -"),
+}
+
+
+class InvalidField(ValueError):
+    """A field broke its rule; ``field`` and ``rule`` say which and how."""
+
+    def __init__(self, field: str, rule: str, value: str) -> None:
+        super().__init__(f"{field}: {rule} (got {value[:80]!r})")
+        self.field = field
+        self.rule = rule
+        self.value = value
+
+
+def check_field(name: str, value: str) -> str:
+    """Return ``value`` if it obeys the rule of field ``name``, else raise InvalidField."""
+    pattern, min_len, max_len, chars = RULES[name]
+    if len(value) < min_len:
+        raise InvalidField(name, "is required", value)
+    if len(value) > max_len:
+        raise InvalidField(name, f"at most {max_len} characters", value)
+    if not pattern.fullmatch(value):
+        raise InvalidField(name, f"only {chars}", value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEvent:
+    """One counted action. ``ts_ms`` is stamped by ingest (epoch milliseconds, UTC)."""
+
+    label: str
+    category: str
+    dom_id: str
+    ts_ms: int
+
+    def __post_init__(self) -> None:
+        check_field("label", self.label)
+        check_field("category", self.category)
+        check_field("dom_id", self.dom_id)
+        if self.ts_ms < 0:
+            raise InvalidField("ts", "epoch milliseconds, not negative", str(self.ts_ms))
+
+    @property
+    def counter_key(self) -> str:
+        """What one counter is about; also the Kafka message key."""
+        return f"{self.label}:{self.category}:{self.dom_id}"
+
+
+def encode(event: LabelEvent) -> bytes:
+    """The Kafka message value of ``event``."""
+    return json.dumps(
+        {"v": WIRE_VERSION, "label": event.label, "category": event.category,
+         "dom_id": event.dom_id, "ts": event.ts_ms},
+        separators=(",", ":"),
+    ).encode()
+
+
+def encode_key(event: LabelEvent) -> bytes:
+    """The Kafka message key of ``event``: one counter, one partition."""
+    return event.counter_key.encode()
+
+
+class UndecodableEvent(ValueError):
+    """A message on the topic that is not a valid event of a known version."""
+
+
+def decode(value: bytes) -> LabelEvent:
+    """Parse a Kafka message value, applying the same field rules as ingest."""
+    try:
+        doc = json.loads(value)
+        if doc["v"] != WIRE_VERSION:
+            raise UndecodableEvent(f"unknown wire version {doc['v']!r}")
+        return LabelEvent(doc["label"], doc["category"], doc["dom_id"], int(doc["ts"]))
+    except UndecodableEvent:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UndecodableEvent(str(exc)) from exc
+
+
+def day_of(ts_ms: int, tz: tzinfo = UTC) -> date:
+    """The calendar day, in ``tz``, that an event stamped ``ts_ms`` counts towards."""
+    return datetime.fromtimestamp(ts_ms / 1000, tz).date()
