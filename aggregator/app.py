@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import faust
+from faust.types import TableT
 
 from aggregator.count import CountTable, Tally, as_tally, changed_since, count_batch
 from aggregator.decode import Message, decode_messages
@@ -36,7 +37,7 @@ class FaustCountTable:
     for a batch is whichever event came last; a counter must go to its own.
     """
 
-    def __init__(self, table: faust.Table) -> None:
+    def __init__(self, table: TableT[str, Any]) -> None:
         self._table = table
 
     def get(self, key: str) -> Tally | None:
@@ -88,19 +89,19 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
             if result.skipped:
                 log.info("skipped %d events already counted (replayed after a restart)", result.skipped)
 
-    @app.timer(settings.flush_interval_s)
+    @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:
         await rollup.flush()
 
     @app.on_rebalance_complete.connect
-    async def rewrite_recent(sender: Any, **_: Any) -> None:
+    async def rewrite_recent(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         first_day = datetime.now(settings.day_tz).date() - timedelta(days=settings.rewrite_days - 1)
         recent = changed_since(counts.items(), first_day)
         rollup.mark(recent)
         log.info("rebalance complete: %d recent counters marked for rewrite", len(recent))
 
     @app.on_before_shutdown.connect
-    async def final_flush(sender: Any, **_: Any) -> None:
+    async def final_flush(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         written = await rollup.flush(force=True)
         log.info("shutdown: wrote %d pending counters", written)
 

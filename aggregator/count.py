@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, tzinfo
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 from aggregator.decode import Positioned
 from schema.event import day_of
@@ -42,9 +42,9 @@ class CounterKey(NamedTuple):
 
 
 class Tally(NamedTuple):
-    """A counter's value: the count, and the offset of the last event in it."""
+    """A counter's value: the count, and the offset (and partition) of the last event in it."""
 
-    count: int
+    counter: int
     offset: int
     partition: int
 
@@ -69,10 +69,10 @@ class BatchResult:
 
 
 class _Pending:
-    __slots__ = ("base", "floor", "added", "last_offset", "partition")
+    __slots__ = ("added", "base", "floor", "last_offset", "partition")
 
     def __init__(self, stored: Tally | None, partition: int) -> None:
-        self.base = 0 if stored is None else stored.count
+        self.base = 0 if stored is None else stored.counter
         self.floor = -1 if stored is None else stored.offset
         self.added = 0
         self.last_offset = self.floor
@@ -125,8 +125,8 @@ def as_tally(value: object) -> Tally | None:
         return None
     if isinstance(value, Tally):
         return value
-    count, offset, partition = value  # type: ignore[misc]
-    return Tally(int(count), int(offset), int(partition))
+    counter, offset, partition = cast("list[int]", value)  # a JSON list after recovery
+    return Tally(int(counter), int(offset), int(partition))
 
 
 def changed_since(items: Iterable[tuple[str, Tally]], first_day: date) -> Mapping[str, Tally]:

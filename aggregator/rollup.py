@@ -51,7 +51,7 @@ class Rollup:
                 # Put them back, unless a newer value came in meanwhile.
                 self._pending = {**batch, **self._pending}
                 self._failures += 1
-                delay = min(self._max_backoff_s, 0.5 * 2 ** self._failures)
+                delay = min(self._max_backoff_s, 0.5 * 2**self._failures)
                 self._next_try = time.monotonic() + delay
                 log.warning("rollup write of %d rows failed (%s); retrying in %.1fs", len(rows), exc, delay)
                 return 0
@@ -62,4 +62,4 @@ class Rollup:
 
 def _row(key: str, tally: Tally, now: datetime) -> RollupRow:
     day, label, category, dom_id = CounterKey.parse(key)
-    return RollupRow(day, label, category, dom_id, tally.count, tally.offset, now)
+    return RollupRow(day, label, category, dom_id, tally.counter, tally.offset, now)

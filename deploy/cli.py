@@ -1,11 +1,11 @@
 """``tally``: one command for the local stack and the services.
 
-    tally up        install what is missing, start everything, print where it is
-    tally down      stop everything ``up`` started
-    tally status    what runs, and where
-    tally migrate   apply the ClickHouse schema
-    tally ingest    run the ingest service in the foreground
-    tally worker    run a Faust worker in the foreground (run it again to add one)
+tally up        install what is missing, start everything, print where it is
+tally down      stop everything ``up`` started
+tally status    what runs, and where
+tally migrate   apply the ClickHouse schema
+tally ingest    run the ingest service in the foreground
+tally worker    run a Faust worker in the foreground (run it again to add one)
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from deploy.stack import Stack, StackSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tally", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tally", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start the whole local stack")
     commands.add_parser("down", help="stop the local stack")
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.print_status()
     elif args.command == "migrate":
         applied = stack.migrate()
-        print("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "schema up to date")
+        sys.stdout.write("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "schema up to date")
+        sys.stdout.write("\n")
     return 0
 
 
@@ -54,8 +57,14 @@ def _ingest() -> int:
     from ingest.settings import IngestSettings
 
     settings = IngestSettings.from_env(os.environ)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
     return 0
 
 

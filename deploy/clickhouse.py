@@ -34,8 +34,11 @@ def install() -> bool:
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                    "clickhouse-server", "clickhouse-client"], check=True, env=env)
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "clickhouse-server", "clickhouse-client"],
+        check=True,
+        env=env,
+    )
     return True
 
 
@@ -52,9 +55,17 @@ class ClickHouseServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.process.log_dir.mkdir(parents=True, exist_ok=True)
         config = self.home / "config.xml"
-        config.write_text((HERE / "config.xml").read_text().format(
-            host=self.host, tcp_port=self.tcp_port, http_port=self.http_port,
-            data_dir=data_dir, log_dir=self.process.log_dir))
+        config.write_text(
+            (HERE / "config.xml")
+            .read_text()
+            .format(
+                host=self.host,
+                tcp_port=self.tcp_port,
+                http_port=self.http_port,
+                data_dir=data_dir,
+                log_dir=self.process.log_dir,
+            )
+        )
         shutil.copy(HERE / "users.xml", self.home / "users.xml")
         return config
 

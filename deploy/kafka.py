@@ -58,8 +58,16 @@ class KafkaServer:
             shutil.rmtree(self.libs)
         self.libs.mkdir(parents=True)
         subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(HERE / "pom.xml"), "dependency:copy-dependencies",
-             f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(HERE / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={self.libs}",
+                "-DincludeScope=runtime",
+            ],
             check=True,
         )
         marker.touch()
@@ -75,26 +83,39 @@ class KafkaServer:
     def configure(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
-        config.write_text((HERE / "server.properties").read_text().format(
-            host=self.host, port=self.port, controller_port=self.controller_port, data_dir=self.data_dir))
+        config.write_text(
+            (HERE / "server.properties")
+            .read_text()
+            .format(host=self.host, port=self.port, controller_port=self.controller_port, data_dir=self.data_dir)
+        )
         log4j = self.home / "log4j.properties"
-        log4j.write_text((HERE / "log4j.properties").read_text().format(
-            log_file=self.process.log_dir / "kafka-server.log"))
+        log4j.write_text(
+            (HERE / "log4j.properties").read_text().format(log_file=self.process.log_dir / "kafka-server.log")
+        )
         return config
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [
-            "java", f"-Xmx{self.heap}", "-Xms256m", "-XX:+UseG1GC",
+            "java",
+            f"-Xmx{self.heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
             f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
-            "-cp", f"{self.libs}/*", main, *args,
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
         ]
 
     def format_storage(self, config: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(self._java(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config)),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            self._java(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config)),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def start(self, timeout_s: float = 90) -> bool:
         """Start the broker unless it runs. Return whether it started it."""
@@ -111,11 +132,10 @@ class KafkaServer:
         """The broker answers a metadata request."""
         if not self.reachable():
             return False
-        from kafka import KafkaAdminClient  # type: ignore[import-untyped]
+        from kafka import KafkaAdminClient
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000,
-                                     client_id="tally-stack")
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000, client_id="tally-stack")
         except Exception:
             return False
         try:
@@ -127,12 +147,13 @@ class KafkaServer:
             admin.close()
 
 
-def ensure_topic(bootstrap: str, name: str, partitions: int, replication: int = 1,
-                 retention_ms: int | None = None) -> bool:
+def ensure_topic(
+    bootstrap: str, name: str, partitions: int, replication: int = 1, retention_ms: int | None = None
+) -> bool:
     """Create ``name`` unless it exists. Return whether it created it."""
     from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic  # type: ignore[import-untyped]
-    from kafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tally-stack")
     try:

@@ -59,11 +59,16 @@ class Stack:
         self.settings = settings
         root = settings.root
         host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
-        self.kafka = KafkaServer(root / "kafka", self.managed("kafka"), host=host, port=int(port),
-                                 controller_port=int(port) + 1)
-        self.clickhouse = ClickHouseServer(root / "clickhouse", self.managed("clickhouse"),
-                                           host=settings.clickhouse.host, tcp_port=settings.clickhouse.port,
-                                           http_port=settings.clickhouse_http_port)
+        self.kafka = KafkaServer(
+            root / "kafka", self.managed("kafka"), host=host, port=int(port), controller_port=int(port) + 1
+        )
+        self.clickhouse = ClickHouseServer(
+            root / "clickhouse",
+            self.managed("clickhouse"),
+            host=settings.clickhouse.host,
+            tcp_port=settings.clickhouse.port,
+            http_port=settings.clickhouse_http_port,
+        )
         self.ingest = self.managed("ingest")
 
     def managed(self, name: str) -> Managed:
@@ -82,8 +87,12 @@ class Stack:
         """Kafka and ClickHouse, with the events topic and the schema in place."""
         for name, server in (("Kafka", self.kafka), ("ClickHouse", self.clickhouse)):
             _say(f"{name}: {'started' if server.start() else 'already running'}")
-        created = ensure_topic(self.settings.kafka.bootstrap, self.settings.kafka.topic, self.settings.partitions,
-                               retention_ms=self.settings.retention_days * 86_400_000)
+        created = ensure_topic(
+            self.settings.kafka.bootstrap,
+            self.settings.kafka.topic,
+            self.settings.partitions,
+            retention_ms=self.settings.retention_days * 86_400_000,
+        )
         _say(f"topic {self.settings.kafka.topic}: {'created' if created else 'exists'}")
         applied = self.migrate()
         _say(f"schema: {len(applied)} migration(s) applied" if applied else "schema: up to date")
@@ -132,9 +141,12 @@ class Stack:
         rows = [
             ("ingest", self.ingest, f"{self.ingest_url}/track/?labels=...  {self.ingest_url}/get_stats/?dom_ids=..."),
             ("kafka", self.kafka.process, f"bootstrap {s.kafka.bootstrap}, topic {s.kafka.topic}"),
-            ("clickhouse", self.clickhouse.process,
-             f"native {s.clickhouse.host}:{s.clickhouse.port}, http {s.clickhouse.host}:{s.clickhouse_http_port}, "
-             f"database {s.clickhouse.database}"),
+            (
+                "clickhouse",
+                self.clickhouse.process,
+                f"native {s.clickhouse.host}:{s.clickhouse.port}, http {s.clickhouse.host}:{s.clickhouse_http_port}, "
+                f"database {s.clickhouse.database}",
+            ),
             *((w.name, w, "Faust worker") for w in self.workers()),
         ]
         for name, process, where in rows:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka import KafkaProducer
 from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import BrokerUnavailable
@@ -58,6 +58,9 @@ class KafkaPublisher:
             delivery_timeout_ms=settings.delivery_timeout_ms,
             max_block_ms=settings.max_block_ms,
             client_id="tally-ingest",
+            # Given, so the constructor does not wait for a broker: ingest
+            # starts (and answers 503) while Kafka is down.
+            api_version=(3, 9),
         )
 
     async def publish(self, events: Sequence[LabelEvent]) -> None:
@@ -72,7 +75,9 @@ class KafkaPublisher:
         except Exception as exc:
             raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s) from exc
 
-    def _send(self, events: Sequence[LabelEvent], acks: list[asyncio.Future[None]], loop: asyncio.AbstractEventLoop) -> None:
+    def _send(
+        self, events: Sequence[LabelEvent], acks: list[asyncio.Future[None]], loop: asyncio.AbstractEventLoop
+    ) -> None:
         for event, ack in zip(events, acks, strict=True):
             future = self._producer.send(self.topic, value=encode(event), key=encode_key(event))
             future.add_callback(_resolve, loop, ack)
@@ -111,4 +116,6 @@ def _settle(ack: asyncio.Future[None], exc: BaseException | None) -> None:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "Kafka did not acknowledge in time"
-    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}".rstrip(": ")

@@ -28,13 +28,17 @@ class IngestSettings:
     def from_env(cls, environ: Mapping[str, str]) -> IngestSettings:
         config = config_from(environ)
         publish = PublishSettings(
-            delivery_timeout_ms=config("TALLY_PUBLISH_TIMEOUT_MS", cast=int, default=PublishSettings.delivery_timeout_ms),
+            delivery_timeout_ms=config(
+                "TALLY_PUBLISH_TIMEOUT_MS", cast=int, default=PublishSettings.delivery_timeout_ms
+            ),
             max_block_ms=config("TALLY_PUBLISH_MAX_BLOCK_MS", cast=int, default=PublishSettings.max_block_ms),
             linger_ms=config("TALLY_PUBLISH_LINGER_MS", cast=int, default=PublishSettings.linger_ms),
             retry_after_s=config("TALLY_RETRY_AFTER_S", cast=int, default=PublishSettings.retry_after_s),
         )
         limits = Limits(
-            max_labels_per_request=config("TALLY_MAX_LABELS_PER_REQUEST", cast=int, default=Limits.max_labels_per_request),
+            max_labels_per_request=config(
+                "TALLY_MAX_LABELS_PER_REQUEST", cast=int, default=Limits.max_labels_per_request
+            ),
             max_query_string=config("TALLY_MAX_QUERY_STRING", cast=int, default=Limits.max_query_string),
         )
         return cls(

@@ -79,8 +79,13 @@ class LabelEvent:
 def encode(event: LabelEvent) -> bytes:
     """The Kafka message value of ``event``."""
     return json.dumps(
-        {"v": WIRE_VERSION, "label": event.label, "category": event.category,
-         "dom_id": event.dom_id, "ts": event.ts_ms},
+        {
+            "v": WIRE_VERSION,
+            "label": event.label,
+            "category": event.category,
+            "dom_id": event.dom_id,
+            "ts": event.ts_ms,
+        },
         separators=(",", ":"),
     ).encode()
 

@@ -81,4 +81,3 @@ def migrate(client: Executes) -> list[Migration]:
         )
         applied.append(migration)
     return applied
-

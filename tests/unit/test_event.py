@@ -1,0 +1,42 @@
+"""The wire format: what ingest writes is what the aggregator reads, and junk is refused."""
+
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from schema.event import InvalidField, LabelEvent, UndecodableEvent, day_of, decode, encode, encode_key
+
+
+def test_round_trip() -> None:
+    event = LabelEvent("signup", "forms", "btn1", 1_764_072_000_000)
+    assert decode(encode(event)) == event
+    assert encode_key(event) == b"signup:forms:btn1"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"not json",
+        b"{}",
+        b'{"v":2,"label":"a","category":"","dom_id":"","ts":1}',
+        b'{"v":1,"label":"a b","category":"","dom_id":"","ts":1}',
+        b'{"v":1,"label":"a","category":"","dom_id":"","ts":"soon"}',
+        b'{"v":1,"label":"a","category":"","dom_id":"","ts":-5}',
+    ],
+)
+def test_decode_refuses_what_ingest_would_never_write(value: bytes) -> None:
+    with pytest.raises(UndecodableEvent):
+        decode(value)
+
+
+def test_event_enforces_field_rules() -> None:
+    with pytest.raises(InvalidField) as caught:
+        LabelEvent("ok", "", "has space", 0)
+    assert caught.value.field == "dom_id"
+
+
+def test_day_boundary_follows_the_configured_zone() -> None:
+    ts = 1_764_027_000_000  # 2025-11-24T23:30:00Z
+    assert day_of(ts) == date(2025, 11, 24)
+    assert day_of(ts, ZoneInfo("Europe/Paris")) == date(2025, 11, 25)

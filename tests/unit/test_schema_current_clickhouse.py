@@ -1,0 +1,43 @@
+"""The DDL and the read queries run on current ClickHouse too (chdb embeds it).
+
+The same statements run on Debian's 18.16 in tests/integration.
+"""
+
+from datetime import date
+
+import chdb  # type: ignore[import-untyped]
+import pytest
+from chdb import session as chs
+
+from aggregator.write import INSERT
+from ingest.query import STATS_BY_DOM_IDS
+from schema import migrations
+
+
+@pytest.fixture(scope="module")
+def db() -> chs.Session:
+    s = chs.Session()
+    s.query("CREATE DATABASE IF NOT EXISTS tally_current")
+    s.query("USE tally_current")
+    for migration in migrations.available():
+        for statement in migration.statements():
+            s.query(statement)
+    return s
+
+
+def test_chdb_is_a_current_clickhouse() -> None:
+    major = int(chdb.engine_version.split(".")[0])
+    assert major >= 24
+
+
+def test_view_shows_highest_version_before_any_merge(db: chs.Session) -> None:
+    columns = INSERT.split("(", 1)[1].split(")", 1)[0]
+    db.query(
+        f"INSERT INTO daily_counts ({columns}) VALUES "
+        "('2026-11-25','signup','forms','btn1',5,20,now()),"
+        "('2026-11-25','signup','forms','btn1',3,10,now()),"
+        "('2026-11-25','signup','','btn1',2,4,now())"
+    )
+    # clickhouse-driver fills %(name)s client-side; do the same here with literals.
+    query = STATS_BY_DOM_IDS.replace("%(day)s", f"'{date(2026, 11, 25)}'").replace("%(dom_ids)s", "('btn1')")
+    assert str(db.query(query, "CSV")).strip() == '"btn1",7,"signup"'
