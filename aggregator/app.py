@@ -62,6 +62,8 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         topic_allow_declare=True,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_enabled=False,
     )
     events = app.topic(

@@ -31,6 +31,8 @@ class WorkerSettings:
     """TALLY_WORKER_BATCH_WITHIN_S: how long to wait to fill a batch."""
     flush_interval_s: float = 1.0
     """TALLY_WORKER_FLUSH_INTERVAL_S: how often changed counts are written to ClickHouse."""
+    session_timeout_s: float = 10.0
+    """TALLY_WORKER_SESSION_TIMEOUT_S: how soon a worker that died (kill -9) is noticed and its partitions move."""
     rewrite_days: int = 2
     """TALLY_WORKER_REWRITE_DAYS: after a rebalance, counters of this many recent days are rewritten."""
 
@@ -52,5 +54,6 @@ class WorkerSettings:
             batch_max=int(positive(config, "TALLY_WORKER_BATCH_MAX", cls.batch_max, int)),
             batch_within_s=positive(config, "TALLY_WORKER_BATCH_WITHIN_S", cls.batch_within_s),
             flush_interval_s=positive(config, "TALLY_WORKER_FLUSH_INTERVAL_S", cls.flush_interval_s),
+            session_timeout_s=positive(config, "TALLY_WORKER_SESSION_TIMEOUT_S", cls.session_timeout_s),
             rewrite_days=int(positive(config, "TALLY_WORKER_REWRITE_DAYS", cls.rewrite_days, int)),
         )

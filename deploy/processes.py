@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# Processes this process started: kept so they are reaped (not left as
+# zombies, nor warned about as "still running" when garbage-collected).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class StartFailed(RuntimeError):
     """A process did not come up; the message says where its log is."""
 
@@ -30,6 +35,18 @@ class Managed:
     @property
     def log_file(self) -> Path:
         return self.log_dir / f"{self.name}.log"
+
+    def log_size(self) -> int:
+        return self.log_file.stat().st_size if self.log_file.exists() else 0
+
+    def log_since(self, offset: int) -> bytes:
+        """What the process logged after ``offset`` (a ``log_size()`` taken earlier)."""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except FileNotFoundError:
+            return b""
 
     def pid(self) -> int | None:
         """The pid if the process is alive, else None (and a stale pid file is removed)."""
@@ -56,6 +73,7 @@ class Managed:
                 cwd=cwd,
                 start_new_session=True,
             )
+        _children[process.pid] = process
         self.pid_file.write_text(f"{process.pid}\n")
         return process.pid
 
@@ -96,23 +114,19 @@ class Managed:
 
 
 def _alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie child of this process still answers kill(0): reap it.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        done = 0
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except (FileNotFoundError, IndexError):
-            return False
-        return state != "Z"
-    return done == 0
+    return True
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

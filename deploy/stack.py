@@ -22,6 +22,8 @@ from schema import migrations
 from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+# What a Faust worker logs once it has recovered its tables and is consuming.
+WORKER_READY = b"[^Worker]: Ready"
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,15 @@ class Stack:
 
     def migrate(self) -> list[migrations.Migration]:
         ch = self.settings.clickhouse
-        migrations.create_database(clickhouse_client(ch, database="default"), ch.database)
-        return migrations.migrate(clickhouse_client(ch))
+        with clickhouse_client(ch, database="default") as admin:
+            migrations.create_database(admin, ch.database)
+        with clickhouse_client(ch) as client:
+            return migrations.migrate(client)
 
     def start_ingest(self) -> bool:
         if self.ingest.pid() is not None:
             return False
-        self.ingest.start([_tally(), "ingest"], env=self._service_env())
+        self.ingest.start([tally_command(), "ingest"], env=self._service_env())
         self.ingest.wait_until(self._ingest_ready, 60, "ready")
         return True
 
@@ -113,9 +117,9 @@ class Stack:
         worker = self.worker(worker_id)
         if worker.pid() is not None:
             return False
-        seen = worker.log_file.stat().st_size if worker.log_file.exists() else 0
-        worker.start([_tally(), "worker", "--id", worker_id], env=self._service_env())
-        worker.wait_until(lambda: b"Ready" in _read_from(worker.log_file, seen), 120, "ready")
+        seen = worker.log_size()
+        worker.start([tally_command(), "worker", "--id", worker_id], env=self._service_env())
+        worker.wait_until(lambda: WORKER_READY in worker.log_since(seen), 120, "ready")
         return True
 
     def workers(self) -> list[Managed]:
@@ -180,18 +184,9 @@ class Stack:
             return False
 
 
-def _tally() -> str:
+def tally_command() -> str:
     """The ``tally`` script beside the running interpreter (the project's venv)."""
     return str(Path(sys.executable).parent / "tally")
-
-
-def _read_from(path: Path, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read()
-    except FileNotFoundError:
-        return b""
 
 
 def _say(line: str) -> None:

@@ -1,0 +1,157 @@
+"""Real Kafka and real ClickHouse for integration tests.
+
+The session starts the local stack's servers if they are not running (and
+stops what it started), or reuses running ones. Nothing here ever skips: a
+server that cannot be started fails the tests that need it. Every test gets
+its own topic, consumer group and database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from deploy.kafka import delete_topics, ensure_topic
+from deploy.processes import Managed
+from deploy.stack import WORKER_READY, Stack, StackSettings, tally_command
+from schema import migrations
+from schema.settings import ClickHouseSettings, clickhouse_client
+
+T = TypeVar("T")
+PARTITIONS = 6
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    stack = Stack(StackSettings.from_env(os.environ))
+    started = [server.process for server in (stack.kafka, stack.clickhouse) if server.start()]
+    yield stack
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture
+def topic(stack: Stack) -> Iterator[str]:
+    name = f"test.events.{uuid.uuid4().hex[:12]}"
+    ensure_topic(stack.settings.kafka.bootstrap, name, PARTITIONS)
+    yield name
+    delete_topics(stack.settings.kafka.bootstrap, name)
+
+
+@pytest.fixture
+def clickhouse(stack: Stack) -> Iterator[ClickHouseSettings]:
+    """A fresh, migrated database of its own."""
+    base = stack.settings.clickhouse
+    settings = ClickHouseSettings(base.host, base.port, f"test_{uuid.uuid4().hex[:12]}", base.user, base.password)
+    with clickhouse_client(settings, database="default") as admin:
+        migrations.create_database(admin, settings.database)
+    with clickhouse_client(settings) as client:
+        migrations.migrate(client)
+    yield settings
+    with clickhouse_client(settings, database="default") as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS `{settings.database}`")
+
+
+def eventually(check: Callable[[], T], timeout_s: float = 30.0, interval_s: float = 0.3) -> T:
+    """Poll ``check`` until it returns a truthy value; fail with the last value."""
+    deadline = time.monotonic() + timeout_s
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        value = check()
+    assert value, f"still {value!r} after {timeout_s}s"
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Services:
+    """The project's own processes (``tally ingest``, ``tally worker``) on a test's topic and database."""
+
+    stack: Stack
+    topic: str
+    clickhouse: ClickHouseSettings
+    run_dir: Path
+    ingest_port: int
+    app_id: str
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TALLY_STACK_DIR": str(self.run_dir),
+            "TALLY_KAFKA_BOOTSTRAP": self.stack.settings.kafka.bootstrap,
+            "TALLY_EVENTS_TOPIC": self.topic,
+            "TALLY_EVENTS_PARTITIONS": str(PARTITIONS),
+            "TALLY_CLICKHOUSE_HOST": self.clickhouse.host,
+            "TALLY_CLICKHOUSE_PORT": str(self.clickhouse.port),
+            "TALLY_CLICKHOUSE_DATABASE": self.clickhouse.database,
+            "TALLY_INGEST_PORT": str(self.ingest_port),
+            "TALLY_WORKER_APP_ID": self.app_id,
+            **extra,
+        }
+
+    def process(self, name: str) -> Managed:
+        return Managed(name, self.run_dir / "run", self.run_dir / "logs")
+
+    def start_ingest(self) -> Managed:
+        ingest = self.process("ingest")
+        ingest.start([tally_command(), "ingest"], env=self.env())
+        ingest.wait_until(lambda: _status(f"{self.ingest_url}/readyz") == 200, 60, "ready")
+        return ingest
+
+    def start_worker(self, worker_id: str = "1") -> Managed:
+        worker = self.process(f"worker-{worker_id}")
+        seen = worker.log_size()
+        worker.start([tally_command(), "worker", "--id", worker_id], env=self.env())
+        worker.wait_until(lambda: WORKER_READY in worker.log_since(seen), 90, "ready")
+        return worker
+
+    def stop_all(self) -> None:
+        for pid_file in (self.run_dir / "run").glob("*.pid"):
+            self.process(pid_file.stem).stop(timeout_s=15)
+
+
+@pytest.fixture
+def services(stack: Stack, topic: str, clickhouse: ClickHouseSettings, tmp_path: Path) -> Iterator[Services]:
+    services = Services(stack, topic, clickhouse, tmp_path, free_port(), f"test-app-{uuid.uuid4().hex[:8]}")
+    yield services
+    services.stop_all()
+    delete_topics(stack.settings.kafka.bootstrap, services.app_id)
+
+
+def daily_stats(settings: ClickHouseSettings) -> dict[tuple[str, str, str], int]:
+    """(label, category, dom_id) -> counter, all days, as a Grafana panel would read it."""
+    with clickhouse_client(settings) as client:
+        rows: list[tuple[Any, ...]] = client.execute("SELECT label, category, dom_id, counter FROM daily_stats")
+    return {(label, category, dom_id): counter for label, category, dom_id, counter in rows}
+
+
+def _status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0

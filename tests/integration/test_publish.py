@@ -1,0 +1,52 @@
+"""The ingest publisher on the real broker: acked means on the topic; no broker means 503."""
+
+import asyncio
+from collections import Counter
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from starlette.testclient import TestClient
+
+from deploy.stack import Stack
+from ingest.app import create_app
+from ingest.publish import KafkaPublisher, PublishSettings
+from ingest.settings import IngestSettings
+from schema.event import LabelEvent, decode
+from schema.settings import KafkaSettings
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.kafka
+
+
+def read_all(bootstrap: str, topic: str, partitions: int = 6) -> list[tuple[int, bytes, bytes]]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    consumer.seek_to_beginning()
+    messages = [(m.partition, m.key, m.value) for m in consumer]
+    consumer.close()
+    return messages
+
+
+def test_acknowledged_events_are_on_the_topic_one_counter_per_partition(stack: Stack, topic: str) -> None:
+    publisher = KafkaPublisher(stack.settings.kafka.bootstrap, topic, PublishSettings())
+    events = [LabelEvent(label, "cat", f"d{n % 3}", 1_764_000_000_000 + n) for n in range(60) for label in ("a", "b")]
+    asyncio.run(publisher.publish(events))
+    publisher.close()
+
+    on_topic = read_all(stack.settings.kafka.bootstrap, topic)
+    assert Counter(decode(value) for _, _, value in on_topic) == Counter(events)
+    partitions_of: dict[bytes, set[int]] = {}
+    for partition, key, _ in on_topic:
+        partitions_of.setdefault(key, set()).add(partition)
+    assert len(partitions_of) == 6
+    assert all(len(p) == 1 for p in partitions_of.values()), partitions_of
+
+
+def test_no_broker_means_an_honest_503(stack: Stack, topic: str) -> None:
+    settings = IngestSettings(kafka=KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}", topic=topic))
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/track/", params={"labels": "signup:forms:btn1"})
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
+    assert response.json()["error"] == "unavailable"
+    assert read_all(stack.settings.kafka.bootstrap, topic) == []
