@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # Processes this process started: kept so they are reaped (not left as
 # zombies, nor warned about as "still running" when garbage-collected).
 _children: dict[int, subprocess.Popen[bytes]] = {}

@@ -28,7 +28,7 @@ from deploy import cli
 from deploy.stack import StackSettings
 from ingest.settings import IngestSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 KAFKA_POM = ROOT / "deploy" / "kafka" / "pom.xml"
