@@ -1,54 +1,95 @@
 """The Faust app, assembled in one place.
 
-Phases, for every batch of messages taken from the events topic:
+Phases, for every batch of messages taken from the events topic, partition
+by partition:
 
-1. decode   (aggregator.decode)  bytes -> positioned LabelEvents; junk dropped and logged
-2. count    (aggregator.count)   one table update per changed counter, exactly once
-3. rollup   (aggregator.rollup)  changed counters remembered as absolute daily rows
+1. decode   (aggregator.decode)  bytes -> positioned LabelEvents; junk dropped, counted, logged
+2. count    (aggregator.count)   daily and hourly counters, one table update per changed counter,
+                                 exactly once; events for closed days refused as late
+3. rollup   (aggregator.rollup)  changed counters remembered as absolute rows
 4. write    (aggregator.write)   every ``flush_interval_s`` and at shutdown, into ClickHouse
 
-After each rebalance the counters of recent days are marked for rewriting,
-since a crash may have come between the changelog and the ClickHouse write;
-the writes are idempotent, so rewriting is always safe.
+Around them: after each rebalance the counters of recent days are marked for
+rewriting (a crash may have come between the changelog and the ClickHouse
+write; writes are idempotent, so rewriting is always safe); counters of
+closed days are deleted from the table; ``/metrics``, ``/healthz`` and
+``/readyz`` are served on the worker's web port.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import faust
-from faust.types import TableT
+from faust.streams import _current_event
+from faust.types import TP, EventT, TableT
 
-from aggregator.count import CountTable, Tally, as_tally, changed_since, count_batch
+from aggregator.count import (
+    Tally,
+    Windows,
+    as_tally,
+    count_batch,
+    expired,
+    first_open_day,
+    since,
+)
 from aggregator.decode import Message, decode_messages
+from aggregator.metrics import Drop, WorkerMetrics
 from aggregator.rollup import Rollup
 from aggregator.settings import WorkerSettings
 from aggregator.write import ClickHouseWriter, RollupWriter
 
 log = logging.getLogger(__name__)
 
+EXPIRY_SWEEP_S = 600.0
+
+
+@contextmanager
+def acting_for(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` Faust's current event while a partition's counters are touched.
+
+    Faust's stores (RocksDB picks its per-partition database) and its changelog
+    (the record's partition) both follow "the current event". Counting a batch
+    touches counters of several partitions, so each partition's counters are
+    touched while one of that partition's own events is current.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
 
 class FaustCountTable:
-    """A CountTable on a Faust table: each set goes to the changelog partition of its counter.
-
-    ``Table.__setitem__`` sends to the partition of the *current* event, which
-    for a batch is whichever event came last; a counter must go to its own.
-    """
+    """A CountTable on a Faust table (memory or RocksDB store, with a changelog topic)."""
 
     def __init__(self, table: TableT[str, Any]) -> None:
         self._table = table
 
     def get(self, key: str) -> Tally | None:
-        return as_tally(self._table.data.get(key))
+        return as_tally(self._table.get(key))
 
     def set(self, key: str, tally: Tally) -> None:
-        self._table.data[key] = tally
-        self._table.send_changelog(tally.partition, key, list(tally))
+        self._table[key] = list(tally)
+
+    def delete(self, key: str) -> None:
+        del self._table[key]
 
     def items(self) -> list[tuple[str, Tally]]:
-        return [(key, tally) for key, value in list(self._table.data.items()) if (tally := as_tally(value))]
+        return [(key, tally) for key, value in list(self._table.items()) if (tally := as_tally(value))]
+
+
+def by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
+    parts: dict[int, list[EventT[Any]]] = {}
+    for event in batch:
+        parts.setdefault(event.message.partition, []).append(event)
+    return parts
 
 
 def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> faust.App:
@@ -60,11 +101,15 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,
+        table_standby_replicas=settings.standby_replicas,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        web_enabled=False,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
     )
     events = app.topic(
         settings.kafka.topic,
@@ -77,34 +122,103 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         "counts",
         default=None,
         partitions=settings.partitions,
-        help="counters: day:label:category:dom_id -> [count, last offset, partition] (JSON)",
+        help="counters: window:label:category:dom_id -> [count, last offset, partition] (JSON)",
     )
-    counts: CountTable = FaustCountTable(table)
-    rollup = Rollup(writer or ClickHouseWriter(settings.clickhouse))
+    counts = FaustCountTable(table)
+    metrics = WorkerMetrics()
+    windows = Windows(settings.day_tz)
+    rollup = Rollup(writer or ClickHouseWriter(settings.clickhouse), settings.day_tz, metrics)
+    positions: dict[int, int] = {}
+    swept_at: dict[int, float] = {}
+
+    def open_from() -> Any:
+        return first_open_day(datetime.now(settings.day_tz), settings.window_days)
+
+    def count_partition(partition: int, events: list[EventT[Any]]) -> None:
+        dropped: list[Message] = []
+        messages = (Message(partition, e.message.offset, e.message.value or b"") for e in events)
+        result = count_batch(counts, decode_messages(messages, dropped), windows, open_from())
+        rollup.mark(result.changed)
+        positions[partition] = events[-1].message.offset
+        metrics.events_counted.inc(result.counted)
+        metrics.events_skipped.inc(result.skipped)
+        metrics.events_dropped.labels(Drop.UNDECODABLE.value).inc(len(dropped))
+        if result.late:
+            metrics.events_dropped.labels(Drop.LATE.value).inc(len(result.late))
+            first = result.late[0]
+            log.warning(
+                "refused %d late events in partition %d (windows close after %d days; replay recovers them), "
+                "first at offset %d for %s",
+                len(result.late),
+                partition,
+                settings.window_days,
+                first.offset,
+                first.event,
+            )
+        if time.monotonic() - swept_at.setdefault(partition, time.monotonic()) > EXPIRY_SWEEP_S:
+            expire(partition)
+
+    def expire(partition: int) -> None:
+        swept_at[partition] = time.monotonic()
+        doomed = [
+            key for key, tally in expired(counts.items(), open_from(), settings.day_tz) if tally.partition == partition
+        ]
+        for key in doomed:
+            counts.delete(key)
+        if doomed:
+            log.info("expired %d counters of closed days from partition %d", len(doomed), partition)
 
     @app.agent(events, name="count")
     async def count(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            messages = (Message(e.message.partition, e.message.offset, e.message.value) for e in batch)
-            result = count_batch(counts, decode_messages(messages), settings.day_tz)
-            rollup.mark(result.changed)
-            if result.skipped:
-                log.info("skipped %d events already counted (replayed after a restart)", result.skipped)
+            for partition, partition_events in by_partition(batch).items():
+                with acting_for(partition_events[-1]):
+                    count_partition(partition, partition_events)
 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:
         await rollup.flush()
+        for tp in app.consumer.assignment():
+            if tp.topic == settings.kafka.topic and tp.partition in positions:
+                lag = app.consumer.highwater(tp) - positions[tp.partition] - 1
+                metrics.consumer_lag.labels(str(tp.partition)).set(max(lag, 0))
 
     @app.on_rebalance_complete.connect
     async def rewrite_recent(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        first_day = datetime.now(settings.day_tz).date() - timedelta(days=settings.rewrite_days - 1)
-        recent = changed_since(counts.items(), first_day)
+        recent = since(counts.items(), open_from(), settings.day_tz)
         rollup.mark(recent)
-        log.info("rebalance complete: %d recent counters marked for rewrite", len(recent))
+        positions.clear()
+        log.info("rebalance complete: %d counters of open days marked for rewrite", len(recent))
 
     @app.on_before_shutdown.connect
     async def final_flush(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         written = await rollup.flush(force=True)
         log.info("shutdown: wrote %d pending counters", written)
 
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        state = {
+            "rebalancing": bool(app.rebalancing),
+            "clickhouse_writes_failing": rollup.failing,
+            "pending_rows": rollup.pending,
+            "assigned_partitions": sorted(tp.partition for tp in _assigned(app, settings.kafka.topic)),
+        }
+        ready = not state["rebalancing"] and not state["clickhouse_writes_failing"]
+        return web.json(state, status=200 if ready else 503)
+
     return app
+
+
+def _assigned(app: faust.App, topic: str) -> list[TP]:
+    try:
+        return [tp for tp in app.consumer.assignment() if tp.topic == topic]
+    except Exception:
+        return []

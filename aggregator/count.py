@@ -1,8 +1,11 @@
-"""Counting each event exactly once, per (day, label, category, dom_id).
+"""Counting each event exactly once, per window and (label, category, dom_id).
 
-The day is part of the table key: a tumbling daily window on event time,
-with the window explicit in the key rather than hidden in Faust's windowed
-tables (whose close callback gets no data and fires per partition).
+Every event counts towards two tumbling windows on event time, in the
+configured zone: its day, and its hour (for the shape of a day on a
+dashboard). The window is part of the table key -- ``d2026-11-25:label:cat:dom``
+or ``h1795611600:label:cat:dom`` (the UTC start of the local hour, in epoch
+seconds) -- rather than hidden in Faust's windowed tables, whose close
+callback receives no data and fires per partition.
 
 Why it is exact: every event of one counter comes from one partition, in
 offset order (the Kafka key is ``label:category:dom_id``). The table value
@@ -12,33 +15,66 @@ table from the changelog and resumes from the last committed offset, which
 may be behind: events at or below a counter's stored offset are then already
 in its count and are skipped. Faust flushes the changelog before it commits
 source offsets, so the table is never behind the commit.
+
+Windows stay open for ``window_days``; an event for an older day is refused
+(counted as late, never silently): its counter may already have expired from
+the table, and counting it from zero would overwrite the real count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import NamedTuple, Protocol, cast
 
 from aggregator.decode import Positioned
-from schema.event import day_of
 
 
 class CounterKey(NamedTuple):
     day: date
+    hour: datetime | None
+    """UTC start of the local hour for an hourly counter; None for a daily one."""
     label: str
     category: str
     dom_id: str
 
     def encode(self) -> str:
-        return f"{self.day.isoformat()}:{self.label}:{self.category}:{self.dom_id}"
+        window = f"d{self.day.isoformat()}" if self.hour is None else f"h{int(self.hour.timestamp())}"
+        return f"{window}:{self.label}:{self.category}:{self.dom_id}"
 
     @classmethod
-    def parse(cls, key: str) -> CounterKey:
-        # A day has no ':', and no field may contain one (schema.event's rules).
-        day, label, category, dom_id = key.split(":")
-        return cls(date.fromisoformat(day), label, category, dom_id)
+    def parse(cls, key: str, tz: tzinfo) -> CounterKey:
+        # No field may contain ':' (schema.event's rules), nor may a window.
+        window, label, category, dom_id = key.split(":")
+        if window[0] == "d":
+            return cls(date.fromisoformat(window[1:]), None, label, category, dom_id)
+        hour = datetime.fromtimestamp(int(window[1:]), UTC)
+        return cls(hour.astimezone(tz).date(), hour, label, category, dom_id)
+
+
+class Windows:
+    """The (daily, hourly) window prefixes of a timestamp, cached per minute.
+
+    Every zone's hours start on a whole minute, so one lookup per minute of
+    event time replaces two datetime conversions per event.
+    """
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self._cache: dict[int, tuple[str, str, date]] = {}
+
+    def of(self, ts_ms: int) -> tuple[str, str, date]:
+        minute = ts_ms // 60_000
+        found = self._cache.get(minute)
+        if found is None:
+            local = datetime.fromtimestamp(minute * 60, self.tz)
+            hour_start = local.replace(minute=0, second=0, microsecond=0)
+            found = (f"d{local.date().isoformat()}", f"h{int(hour_start.timestamp())}", local.date())
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[minute] = found
+        return found
 
 
 class Tally(NamedTuple):
@@ -66,6 +102,8 @@ class BatchResult:
     counted: int
     skipped: int
     """Events already in a count: seen again after a crash or rebalance."""
+    late: list[Positioned]
+    """Events for a day whose window has closed: refused, not counted."""
 
 
 class _Pending:
@@ -79,28 +117,44 @@ class _Pending:
         self.partition = partition
 
 
-def count_batch(table: CountTable, events: Iterable[Positioned], tz: tzinfo) -> BatchResult:
-    """Add a batch of events to ``table``, one update per changed counter."""
+def count_batch(table: CountTable, events: Iterable[Positioned], windows: Windows, first_open_day: date) -> BatchResult:
+    """Add a batch of events to ``table``: one update per changed counter."""
     pending: dict[str, _Pending] = {}
     counted = skipped = 0
-    for partition, offset, event in events:
-        key = CounterKey(day_of(event.ts_ms, tz), event.label, event.category, event.dom_id).encode()
-        entry = pending.get(key)
-        if entry is None:
-            entry = pending[key] = _Pending(table.get(key), partition)
-        if offset <= entry.floor:
-            skipped += 1
+    late: list[Positioned] = []
+    for positioned in events:
+        partition, offset, event = positioned
+        daily, hourly, day = windows.of(event.ts_ms)
+        if day < first_open_day:
+            late.append(positioned)
             continue
-        entry.added += 1
-        entry.last_offset = offset
-        counted += 1
+        counter = event.counter_key
+        fresh = True
+        for key in (f"{daily}:{counter}", f"{hourly}:{counter}"):
+            entry = pending.get(key)
+            if entry is None:
+                entry = pending[key] = _Pending(table.get(key), partition)
+            if offset <= entry.floor:
+                fresh = False
+                continue
+            entry.added += 1
+            entry.last_offset = offset
+        if fresh:
+            counted += 1
+        else:
+            skipped += 1
     changed = {}
     for key, entry in pending.items():
         if entry.added:
             tally = Tally(entry.base + entry.added, entry.last_offset, entry.partition)
             table.set(key, tally)
             changed[key] = tally
-    return BatchResult(changed, counted, skipped)
+    return BatchResult(changed, counted, skipped, late)
+
+
+def first_open_day(now: datetime, window_days: int) -> date:
+    """The oldest day whose window is still open at ``now`` (a zone-aware time)."""
+    return now.date() - timedelta(days=window_days - 1)
 
 
 class DictCountTable:
@@ -129,6 +183,11 @@ def as_tally(value: object) -> Tally | None:
     return Tally(int(counter), int(offset), int(partition))
 
 
-def changed_since(items: Iterable[tuple[str, Tally]], first_day: date) -> Mapping[str, Tally]:
+def since(items: Iterable[tuple[str, Tally]], first_day: date, tz: tzinfo) -> Mapping[str, Tally]:
     """The counters of days from ``first_day`` on: what to rewrite after a recovery."""
-    return {key: tally for key, tally in items if CounterKey.parse(key).day >= first_day}
+    return {key: tally for key, tally in items if CounterKey.parse(key, tz).day >= first_day}
+
+
+def expired(items: Iterable[tuple[str, Tally]], first_open: date, tz: tzinfo) -> list[tuple[str, Tally]]:
+    """The counters of days whose window has closed: to delete from the table."""
+    return [(key, tally) for key, tally in items if CounterKey.parse(key, tz).day < first_open]

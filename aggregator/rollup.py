@@ -1,4 +1,4 @@
-"""The counters that changed since the last flush, as absolute daily rows.
+"""The counters that changed since the last flush, as absolute rows.
 
 ``mark`` is called after every counted batch; ``flush`` on a timer and at
 shutdown. The pending set is keyed by counter, so it is bounded by the
@@ -12,30 +12,40 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from aggregator.count import CounterKey, Tally
+from aggregator.metrics import WorkerMetrics
 from aggregator.write import RollupRow, RollupWriter
 
 log = logging.getLogger(__name__)
 
 
 class Rollup:
-    def __init__(self, writer: RollupWriter, max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self, writer: RollupWriter, tz: tzinfo, metrics: WorkerMetrics | None = None, max_backoff_s: float = 30.0
+    ) -> None:
         self._writer = writer
+        self._tz = tz
+        self._metrics = metrics or WorkerMetrics()
         self._pending: dict[str, Tally] = {}
         self._lock = asyncio.Lock()
         self._max_backoff_s = max_backoff_s
         self._failures = 0
         self._next_try = 0.0
-        self.last_written_at: datetime | None = None
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last write failed (ClickHouse away): readiness shows it."""
+        return self._failures > 0
+
     def mark(self, changed: Mapping[str, Tally]) -> None:
         self._pending.update(changed)
+        self._metrics.pending_rows.set(len(self._pending))
 
     async def flush(self, *, force: bool = False) -> int:
         """Write every pending counter; return how many. Backs off after failures."""
@@ -44,7 +54,8 @@ class Rollup:
                 return 0
             batch, self._pending = self._pending, {}
             now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-            rows = [_row(key, tally, now) for key, tally in batch.items()]
+            rows = [self._row(key, tally, now) for key, tally in batch.items()]
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(self._writer.write, rows)
             except Exception as exc:
@@ -53,13 +64,17 @@ class Rollup:
                 self._failures += 1
                 delay = min(self._max_backoff_s, 0.5 * 2**self._failures)
                 self._next_try = time.monotonic() + delay
-                log.warning("rollup write of %d rows failed (%s); retrying in %.1fs", len(rows), exc, delay)
+                self._metrics.write_failures.inc()
+                log.warning("roll-up write of %d rows failed (%s); retrying in %.1fs", len(rows), exc, delay)
                 return 0
+            finally:
+                self._metrics.pending_rows.set(len(self._pending))
+            self._metrics.flushed(len(rows), time.perf_counter() - started)
+            if self._failures:
+                log.info("roll-up writes succeed again after %d failures", self._failures)
             self._failures = 0
-            self.last_written_at = now
             return len(rows)
 
-
-def _row(key: str, tally: Tally, now: datetime) -> RollupRow:
-    day, label, category, dom_id = CounterKey.parse(key)
-    return RollupRow(day, label, category, dom_id, tally.counter, tally.offset, now)
+    def _row(self, key: str, tally: Tally, now: datetime) -> RollupRow:
+        day, hour, label, category, dom_id = CounterKey.parse(key, self._tz)
+        return RollupRow(day, hour, label, category, dom_id, tally.counter, tally.offset, now)

@@ -33,8 +33,15 @@ class WorkerSettings:
     """TALLY_WORKER_FLUSH_INTERVAL_S: how often changed counts are written to ClickHouse."""
     session_timeout_s: float = 10.0
     """TALLY_WORKER_SESSION_TIMEOUT_S: how soon a worker that died (kill -9) is noticed and its partitions move."""
-    rewrite_days: int = 2
-    """TALLY_WORKER_REWRITE_DAYS: after a rebalance, counters of this many recent days are rewritten."""
+    window_days: int = 3
+    """TALLY_WORKER_WINDOW_DAYS: how many days (today included) a day's window stays open.
+    Events for older days are refused as late (metric + log; replay recovers them)."""
+    standby_replicas: int = 1
+    """TALLY_WORKER_STANDBY_REPLICAS: workers keeping a warm copy of each partition's table."""
+    web_host: str = "127.0.0.1"
+    """TALLY_WORKER_WEB_HOST: where /metrics, /healthz and /readyz listen."""
+    web_port: int = 6066
+    """TALLY_WORKER_WEB_PORT (``tally worker --id N`` defaults it to 6065 + N)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
@@ -55,5 +62,8 @@ class WorkerSettings:
             batch_within_s=positive(config, "TALLY_WORKER_BATCH_WITHIN_S", cls.batch_within_s),
             flush_interval_s=positive(config, "TALLY_WORKER_FLUSH_INTERVAL_S", cls.flush_interval_s),
             session_timeout_s=positive(config, "TALLY_WORKER_SESSION_TIMEOUT_S", cls.session_timeout_s),
-            rewrite_days=int(positive(config, "TALLY_WORKER_REWRITE_DAYS", cls.rewrite_days, int)),
+            window_days=int(positive(config, "TALLY_WORKER_WINDOW_DAYS", cls.window_days, int)),
+            standby_replicas=config("TALLY_WORKER_STANDBY_REPLICAS", cast=int, default=cls.standby_replicas),
+            web_host=config("TALLY_WORKER_WEB_HOST", default=cls.web_host),
+            web_port=config("TALLY_WORKER_WEB_PORT", cast=int, default=cls.web_port),
         )

@@ -1,8 +1,8 @@
 """Rollup rows into ClickHouse. One narrow interface, two implementations.
 
 Rows carry absolute counts and a version, so ``write`` may be called any
-number of times with the same or older rows: ``daily_stats`` always shows
-the row with the highest version.
+number of times with the same or older rows: ``daily_stats`` and
+``hourly_stats`` always show the row with the highest version.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from schema.settings import ClickHouseSettings, clickhouse_client
 
 class RollupRow(NamedTuple):
     day: date
+    hour: datetime | None
+    """UTC start of the hour for an hourly row; None for a daily row."""
     label: str
     category: str
     dom_id: str
@@ -29,23 +31,29 @@ class RollupWriter(Protocol):
         """Store ``rows``; raise if they are not all stored (they will be written again)."""
 
 
-INSERT = "INSERT INTO daily_counts (day, label, category, dom_id, counter, version, written_at) VALUES"
+INSERT_DAILY = "INSERT INTO daily_counts (day, label, category, dom_id, counter, version, written_at) VALUES"
+INSERT_HOURLY = "INSERT INTO hourly_counts (day, hour, label, category, dom_id, counter, version, written_at) VALUES"
 
 
 class ClickHouseWriter:
-    """Writes with one INSERT per flush. Blocking: call it from a thread."""
+    """One INSERT per table per flush. Blocking: call it from a thread."""
 
     def __init__(self, settings: ClickHouseSettings) -> None:
         self._settings = settings
         self._client: Any = None
 
     def write(self, rows: Sequence[RollupRow]) -> None:
-        if not rows:
-            return
+        daily = [
+            (r.day, r.label, r.category, r.dom_id, r.counter, r.version, r.written_at) for r in rows if r.hour is None
+        ]
+        hourly = [r for r in rows if r.hour is not None]
         if self._client is None:
             self._client = clickhouse_client(self._settings)
         try:
-            self._client.execute(INSERT, list(rows))
+            if daily:
+                self._client.execute(INSERT_DAILY, daily)
+            if hourly:
+                self._client.execute(INSERT_HOURLY, hourly)
         except Exception:
             self._client.disconnect()
             self._client = None
@@ -57,19 +65,22 @@ class ClickHouseWriter:
 
 
 class MemoryWriter:
-    """Keeps what ClickHouse would show: the highest version per key."""
+    """Keeps what ClickHouse's views would show: the highest version per key."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[date, str, str, str], RollupRow] = {}
+        self.rows: dict[tuple[date, datetime | None, str, str, str], RollupRow] = {}
         self.writes = 0
 
     def write(self, rows: Sequence[RollupRow]) -> None:
         self.writes += 1
         for row in rows:
-            key = (row.day, row.label, row.category, row.dom_id)
+            key = (row.day, row.hour, row.label, row.category, row.dom_id)
             held = self.rows.get(key)
             if held is None or row.version >= held.version:
                 self.rows[key] = row
 
-    def counts(self) -> dict[tuple[date, str, str, str], int]:
-        return {key: row.counter for key, row in self.rows.items()}
+    def daily(self) -> dict[tuple[date, str, str, str], int]:
+        return {(r.day, r.label, r.category, r.dom_id): r.counter for r in self.rows.values() if r.hour is None}
+
+    def hourly(self) -> dict[tuple[datetime, str, str, str], int]:
+        return {(r.hour, r.label, r.category, r.dom_id): r.counter for r in self.rows.values() if r.hour is not None}

@@ -40,11 +40,11 @@ class Migration:
     sql: str
 
     def statements(self) -> Iterator[str]:
-        for chunk in self.sql.split(";"):
-            lines = [ln for ln in chunk.splitlines() if not ln.lstrip().startswith("--")]
-            statement = "\n".join(lines).strip()
-            if statement:
-                yield statement
+        """The file's statements, comments removed first (they may contain ';')."""
+        code = "\n".join(line for line in self.sql.splitlines() if not line.lstrip().startswith("--"))
+        for chunk in code.split(";"):
+            if chunk.strip():
+                yield chunk.strip()
 
 
 def available() -> list[Migration]:

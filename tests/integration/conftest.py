@@ -13,7 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +88,7 @@ class Services:
     run_dir: Path
     ingest_port: int
     app_id: str
+    worker_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def ingest_url(self) -> str:
@@ -117,10 +118,15 @@ class Services:
         ingest.wait_until(lambda: _status(f"{self.ingest_url}/readyz") == 200, 60, "ready")
         return ingest
 
-    def start_worker(self, worker_id: str = "1") -> Managed:
+    def start_worker(self, worker_id: str = "1", **env: str) -> Managed:
+        """Start ``tally worker``; its /metrics and /readyz are on ``self.worker_ports[worker_id]``."""
         worker = self.process(f"worker-{worker_id}")
         seen = worker.log_size()
-        worker.start([tally_command(), "worker", "--id", worker_id], env=self.env())
+        port = self.worker_ports.setdefault(worker_id, free_port())
+        worker.start(
+            [tally_command(), "worker", "--id", worker_id],
+            env=self.env(TALLY_WORKER_WEB_PORT=str(port), **env),
+        )
         worker.wait_until(lambda: WORKER_READY in worker.log_since(seen), 90, "ready")
         return worker
 

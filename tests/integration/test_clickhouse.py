@@ -15,8 +15,11 @@ DAY = date(2026, 11, 25)
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC).replace(tzinfo=None)
 
 
-def row(counter: int, version: int, label: str = "signup") -> RollupRow:
-    return RollupRow(DAY, label, "forms", "btn1", counter, version, NOW)
+HOUR = datetime(2026, 11, 25, 9, tzinfo=UTC)
+
+
+def row(counter: int, version: int, label: str = "signup", hour: datetime | None = None) -> RollupRow:
+    return RollupRow(DAY, hour, label, "forms", "btn1", counter, version, NOW)
 
 
 def test_migrations_are_recorded_and_idempotent(clickhouse: ClickHouseSettings) -> None:
@@ -48,3 +51,13 @@ def test_view_is_right_after_a_merge_too(clickhouse: ClickHouseSettings) -> None
     with clickhouse_client(clickhouse) as client:
         client.execute("OPTIMIZE TABLE daily_counts FINAL")
     assert daily_stats(clickhouse) == {("signup", "forms", "btn1"): 2, ("home", "forms", "btn1"): 7}
+
+
+def test_hourly_rows_go_to_their_own_view(clickhouse: ClickHouseSettings) -> None:
+    writer = ClickHouseWriter(clickhouse)
+    writer.write([row(4, 40), row(4, 40, hour=HOUR), row(1, 1, hour=HOUR)])
+    writer.close()
+    with clickhouse_client(clickhouse) as client:
+        hourly = client.execute("SELECT hour, label, counter FROM hourly_stats")
+    assert hourly == [(HOUR, "signup", 4)]
+    assert daily_stats(clickhouse) == {("signup", "forms", "btn1"): 4}

@@ -2,13 +2,13 @@
 
 import asyncio
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date
 
 from aggregator.count import Tally
 from aggregator.rollup import Rollup
 from aggregator.write import MemoryWriter, RollupRow
 
-KEY = "2026-11-25:signup:forms:btn1"
+KEY = "d2026-11-25:signup:forms:btn1"
 WHERE = (date(2026, 11, 25), "signup", "forms", "btn1")
 
 
@@ -26,29 +26,29 @@ class FlakyWriter(MemoryWriter):
 
 def test_flush_writes_absolute_counts() -> None:
     writer = MemoryWriter()
-    rollup = Rollup(writer)
+    rollup = Rollup(writer, UTC)
     rollup.mark({KEY: Tally(3, 10, 0)})
     assert asyncio.run(rollup.flush()) == 1
-    assert writer.counts() == {WHERE: 3}
+    assert writer.daily() == {WHERE: 3}
     assert rollup.pending == 0
 
 
 def test_older_rows_written_late_do_not_win() -> None:
     writer = MemoryWriter()
-    rollup = Rollup(writer)
+    rollup = Rollup(writer, UTC)
     rollup.mark({KEY: Tally(5, 20, 0)})
     asyncio.run(rollup.flush())
     rollup.mark({KEY: Tally(3, 10, 0)})  # a rewrite from a stale copy
     asyncio.run(rollup.flush())
-    assert writer.counts() == {WHERE: 5}
+    assert writer.daily() == {WHERE: 5}
 
 
 def test_failed_write_is_retried_with_newer_values() -> None:
     writer = FlakyWriter(failures=1)
-    rollup = Rollup(writer)
+    rollup = Rollup(writer, UTC)
     rollup.mark({KEY: Tally(3, 10, 0)})
     assert asyncio.run(rollup.flush()) == 0
     assert rollup.pending == 1
     rollup.mark({KEY: Tally(4, 11, 0)})
     assert asyncio.run(rollup.flush(force=True)) == 1
-    assert writer.counts() == {WHERE: 4}
+    assert writer.daily() == {WHERE: 4}
