@@ -178,10 +178,10 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:
         await rollup.flush()
-        for tp in app.consumer.assignment():
-            if tp.topic == settings.kafka.topic and tp.partition in positions:
-                lag = app.consumer.highwater(tp) - positions[tp.partition] - 1
-                metrics.consumer_lag.labels(str(tp.partition)).set(max(lag, 0))
+        for tp in _assigned(app, settings.kafka.topic):
+            highwater = app.consumer.highwater(tp)  # None until the fetcher has seen the partition
+            if highwater is not None and tp.partition in positions:
+                metrics.consumer_lag.labels(str(tp.partition)).set(max(highwater - positions[tp.partition] - 1, 0))
 
     @app.on_rebalance_complete.connect
     async def rewrite_recent(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -13,8 +13,10 @@ keeps, beside the count, the offset of the last event counted into it, and
 both reach the changelog in one record. After a crash, Faust restores the
 table from the changelog and resumes from the last committed offset, which
 may be behind: events at or below a counter's stored offset are then already
-in its count and are skipped. Faust flushes the changelog before it commits
-source offsets, so the table is never behind the commit.
+in its count and are skipped -- as are events delivered twice in one batch,
+which a consumer seeking back during a rebalance can do. Faust flushes the
+changelog before it commits source offsets, so the table is never behind the
+commit.
 
 Windows stay open for ``window_days``; an event for an older day is refused
 (counted as late, never silently): its counter may already have expired from
@@ -107,13 +109,12 @@ class BatchResult:
 
 
 class _Pending:
-    __slots__ = ("added", "base", "floor", "last_offset", "partition")
+    __slots__ = ("added", "base", "last_offset", "partition")
 
     def __init__(self, stored: Tally | None, partition: int) -> None:
         self.base = 0 if stored is None else stored.counter
-        self.floor = -1 if stored is None else stored.offset
         self.added = 0
-        self.last_offset = self.floor
+        self.last_offset = -1 if stored is None else stored.offset
         self.partition = partition
 
 
@@ -134,7 +135,7 @@ def count_batch(table: CountTable, events: Iterable[Positioned], windows: Window
             entry = pending.get(key)
             if entry is None:
                 entry = pending[key] = _Pending(table.get(key), partition)
-            if offset <= entry.floor:
+            if offset <= entry.last_offset:  # already counted: before a restart, or delivered twice
                 fresh = False
                 continue
             entry.added += 1

@@ -1,11 +1,15 @@
 """The ingest service: beacons in, label events on Kafka, stats out.
 
-A beacon goes through one module per stage:
+A beacon goes through one module per stage, assembled in :mod:`ingest.pipeline`:
 
-    parse     -> the seed's ``labels`` syntax into raw fields
-    validate  -> field rules and request limits into LabelEvents (schema.event)
+    parse     -> the ``labels`` syntax, or a JSON body, into raw fields
+    validate  -> limits and field rules into LabelEvents (schema.event)
+    guard     -> bots, the label allow-list, the daily cap of new labels
     publish   -> onto the Kafka topic, answered only once the brokers acked
 
-``track`` holds the HTTP routes that chain them, ``query`` the read side,
-``app`` assembles both with the clients they share.
+``outcome`` says what became of each event (drop reasons), ``answer`` how
+ingest answers (JSON, or a GIF), ``errors`` what can go wrong and its HTTP
+status. ``track`` holds the beacon routes, ``client`` the backend's
+``Tracker``, ``query`` the read side, ``app`` assembles the routes with the
+clients they share.
 """

@@ -14,15 +14,18 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ingest.errors import IngestError, as_response
+from ingest.pipeline import Pipeline
 from ingest.publish import KafkaPublisher, Publisher
 from ingest.query import StatsReader, get_stats
 from ingest.settings import IngestSettings
-from ingest.track import track
+from ingest.track import track, track_pixel, track_post
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -51,7 +54,7 @@ def create_app(
             yield {
                 "publisher": publisher,
                 "stats_reader": reader,
-                "limits": settings.limits,
+                "pipeline": Pipeline(settings.limits, settings.policy, settings.day_tz),
                 "day_tz": settings.day_tz,
             }
         finally:
@@ -61,9 +64,23 @@ def create_app(
     return Starlette(
         routes=[
             Route("/track/", track, methods=["GET"]),
+            Route("/track/", track_post, methods=["POST"]),
+            Route("/track.gif", track_pixel, methods=["GET"]),
             Route("/get_stats/", get_stats, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+        ],
+        middleware=[
+            # A JSON POST from another origin is preflighted; sendBeacon's text/plain is not.
+            # No credentials: Tally sets no cookie and reads none.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Content-Type"],
+                expose_headers=["X-Tally-Dropped", "X-Tally-Error", "Retry-After"],
+                max_age=86400,
+            )
         ],
         exception_handlers={IngestError: as_response},
         lifespan=lifespan,
@@ -71,7 +88,7 @@ def create_app(
 
 
 def _kafka_publisher(settings: IngestSettings) -> Publisher:
-    return KafkaPublisher(settings.kafka.bootstrap, settings.kafka.topic, settings.publish)
+    return KafkaPublisher.from_settings(settings.kafka, settings.publish)
 
 
 def _stats_reader(settings: IngestSettings) -> StatsReader:

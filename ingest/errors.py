@@ -1,9 +1,18 @@
-"""What can go wrong in ingest, mapped to HTTP in one place (:func:`as_response`)."""
+"""What can go wrong in ingest, mapped to HTTP in one place (:func:`as_response`).
+
+Each error carries its status, its JSON body and its headers; the answer's
+form (JSON, or a GIF for the pixel route) is :mod:`ingest.answer`'s.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+
+from ingest.answer import refused
+from ingest.outcome import Drop
 
 
 class IngestError(Exception):
@@ -18,23 +27,38 @@ class IngestError(Exception):
 
 
 class InvalidBeacon(IngestError):
-    """The request broke an input rule: 400, naming the field and the rule."""
+    """The request broke an input rule: 400, naming the field and the rule.
+
+    ``dropped`` lists every bad event of a JSON body whose events were all bad.
+    """
 
     status = 400
     code = "invalid"
 
-    def __init__(self, field: str, rule: str) -> None:
+    def __init__(self, field: str, rule: str, dropped: Sequence[Drop] = ()) -> None:
         super().__init__(f"{field}: {rule}")
         self.field = field
         self.rule = rule
+        self.dropped = list(dropped)
 
     def body(self) -> dict[str, object]:
-        return {"error": self.code, "field": self.field, "rule": self.rule, "message": str(self)}
+        body: dict[str, object] = {"error": self.code, "field": self.field, "rule": self.rule, "message": str(self)}
+        if self.dropped:
+            body["dropped"] = [drop.as_json() for drop in self.dropped]
+        return body
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Tally-Dropped": str(len(self.dropped))} if self.dropped else {}
 
 
 class TooLarge(InvalidBeacon):
     status = 413
     code = "too_large"
+
+
+class UnsupportedMediaType(InvalidBeacon):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class BrokerUnavailable(IngestError):
@@ -62,5 +86,6 @@ class StoreUnavailable(IngestError):
 
 
 async def as_response(request: Request, exc: Exception) -> Response:
+    """The app's one handler for IngestError; the pixel route (``*.gif``) answers an image even then."""
     assert isinstance(exc, IngestError)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+    return refused(exc.status, exc.body(), exc.headers(), as_pixel=request.url.path.endswith(".gif"))

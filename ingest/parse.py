@@ -1,15 +1,22 @@
-"""The seed's ``labels`` syntax into raw (label, category, dom_id) triples.
+"""Request bodies and the seed's ``labels`` syntax into raw fields; nothing is checked but the shape.
+
+Two syntaxes. The seed's:
 
 ``a|b:cat:dom|c+cat`` -- labels separated by ``|``; within one, up to three
 fields separated by ``:`` (or ``+``, which the seed's code also accepted; a
 ``+`` left unescaped in a query string arrives as a space, so a space counts
 as ``+``). Empty segments are skipped, so the trailing ``|`` that the seed's
-own page sends is harmless. Nothing is checked here beyond the shape: field
-rules live in :mod:`ingest.validate`.
+own page sends is harmless.
+
+And JSON: ``{"events": [{"label": ..., "category": ..., "dom_id": ..., "ts": ...}, ...]}``,
+a bare array of such events, or one event object. :func:`parse_json` only
+finds the list of events; each event's fields are checked in
+:mod:`ingest.validate`, which owns every rule.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import NamedTuple
 
@@ -38,3 +45,39 @@ def parse_labels(raw: str) -> list[RawLabel]:
         fields += [""] * (3 - len(fields))
         found.append(RawLabel(*fields))
     return found
+
+
+class MalformedBody(ValueError):
+    """A body that is not a JSON document of events; ``field`` and ``rule`` say what was expected."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+def looks_like_json(body: bytes) -> bool:
+    """What a ``text/plain`` body is: JSON if it starts with ``{`` or ``[``, else the labels syntax."""
+    return body.lstrip()[:1] in (b"{", b"[")
+
+
+def parse_json(body: bytes) -> list[object]:
+    """The events of a JSON body, unchecked: one item per event the client meant to send."""
+    try:
+        doc = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise MalformedBody("body", "a JSON document (UTF-8)") from exc
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, dict):
+        if "events" not in doc:
+            return [doc]
+        events = doc["events"]
+        if isinstance(events, list):
+            return events
+        raise MalformedBody("events", "a list of events")
+    raise MalformedBody("body", 'a JSON object (one event, or {"events": [...]}) or an array of events')
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")

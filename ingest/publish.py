@@ -3,7 +3,9 @@
 kafka-python's ``send()`` can block (waiting for metadata or buffer space)
 and its futures resolve on the producer's I/O thread. The event loop never
 waits on either: sends run in a worker thread with a short ``max_block_ms``,
-and acks come back through ``call_soon_threadsafe``. Every wait is bounded:
+and acks come back through ``call_soon_threadsafe``. Backend threads that
+may block (:class:`ingest.client.Tracker`) wait on the same futures with
+``publish_blocking``, under the same deadline. Every wait is bounded:
 the producer's ``delivery_timeout_ms`` is shorter than how long a request
 waits, so when a request gives up, the producer has given up too and the
 events will not appear later behind a 503.
@@ -12,6 +14,7 @@ events will not appear later behind a 503.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,11 +24,19 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import BrokerUnavailable
 from schema.event import LabelEvent, encode, encode_key
+from schema.settings import KafkaSettings
 
 
 class Publisher(Protocol):
     async def publish(self, events: Sequence[LabelEvent]) -> None:
         """Return once every event is acknowledged; raise BrokerUnavailable otherwise."""
+
+    def close(self) -> None: ...
+
+
+class BlockingPublisher(Protocol):
+    def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
+        """The same promise as ``publish``, for threads that may block: backend code."""
 
     def close(self) -> None: ...
 
@@ -63,6 +74,10 @@ class KafkaPublisher:
             api_version=(3, 9),
         )
 
+    @classmethod
+    def from_settings(cls, kafka: KafkaSettings, settings: PublishSettings) -> KafkaPublisher:
+        return cls(kafka.bootstrap, kafka.topic, settings)
+
     async def publish(self, events: Sequence[LabelEvent]) -> None:
         loop = asyncio.get_running_loop()
         acks = [loop.create_future() for _ in events]
@@ -75,13 +90,26 @@ class KafkaPublisher:
         except Exception as exc:
             raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s) from exc
 
+    def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
+        deadline = time.monotonic() + self.settings.delivery_timeout_ms / 1000 + 1
+        try:
+            sent = [self._send_one(event) for event in events]
+            for future in sent:
+                future.get(timeout=max(deadline - time.monotonic(), 0))
+        except Exception as exc:
+            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s) from exc
+
     def _send(
         self, events: Sequence[LabelEvent], acks: list[asyncio.Future[None]], loop: asyncio.AbstractEventLoop
     ) -> None:
         for event, ack in zip(events, acks, strict=True):
-            future = self._producer.send(self.topic, value=encode(event), key=encode_key(event))
+            future = self._send_one(event)
             future.add_callback(_resolve, loop, ack)
             future.add_errback(_reject, loop, ack)
+
+    def _send_one(self, event: LabelEvent) -> Any:
+        """kafka-python's future of one record; may block up to ``max_block_ms``."""
+        return self._producer.send(self.topic, value=encode(event), key=encode_key(event))
 
     def ready(self) -> bool:
         """Whether the producer knows where the topic's partitions are."""

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from zoneinfo import ZoneInfo
 
+from starlette.config import Config
+from starlette.datastructures import CommaSeparatedStrings
+
+from ingest.guard import Policy
 from ingest.publish import PublishSettings
 from ingest.validate import Limits
-from schema.settings import ClickHouseSettings, KafkaSettings, config_from, zone
+from schema.event import InvalidField, check_field
+from schema.settings import ClickHouseSettings, KafkaSettings, SettingError, config_from, zone
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,9 @@ class IngestSettings:
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
     limits: Limits = field(default_factory=Limits)
+    policy: Policy = field(default_factory=Policy)
+    cors_origins: tuple[str, ...] = ("*",)
+    """TALLY_CORS_ORIGINS: comma-separated origins (``https://shop.example``) that may send from a page; * any."""
     day_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     """TALLY_DAY_TZ: where a day starts and ends, for 'today' in queries."""
     host: str = "127.0.0.1"
@@ -35,18 +43,43 @@ class IngestSettings:
             linger_ms=config("TALLY_PUBLISH_LINGER_MS", cast=int, default=PublishSettings.linger_ms),
             retry_after_s=config("TALLY_RETRY_AFTER_S", cast=int, default=PublishSettings.retry_after_s),
         )
-        limits = Limits(
-            max_labels_per_request=config(
-                "TALLY_MAX_LABELS_PER_REQUEST", cast=int, default=Limits.max_labels_per_request
-            ),
-            max_query_string=config("TALLY_MAX_QUERY_STRING", cast=int, default=Limits.max_query_string),
-        )
         return cls(
             kafka=KafkaSettings.from_config(config),
             clickhouse=ClickHouseSettings.from_config(config),
             publish=publish,
-            limits=limits,
+            limits=_limits(config),
+            policy=Policy(
+                drop_bots=config("TALLY_DROP_BOTS", cast=bool, default=Policy.drop_bots),
+                label_allowlist=_allowlist(config, "TALLY_LABEL_ALLOWLIST"),
+            ),
+            cors_origins=tuple(config("TALLY_CORS_ORIGINS", cast=CommaSeparatedStrings, default="*")),
             day_tz=zone(config, "TALLY_DAY_TZ", "UTC"),
             host=config("TALLY_INGEST_HOST", default=cls.host),
             port=config("TALLY_INGEST_PORT", cast=int, default=cls.port),
         )
+
+
+def _limits(config: Config) -> Limits:
+    """Every field of Limits from ``TALLY_<FIELD>``, each a whole number above 0."""
+    defaults = Limits()
+    values: dict[str, int] = {}
+    for limit in fields(Limits):
+        key = f"TALLY_{limit.name.upper()}"
+        value: int = config(key, cast=int, default=getattr(defaults, limit.name))
+        if value <= 0:
+            raise SettingError(f"{key}={value!r} must be greater than 0")
+        values[limit.name] = value
+    return Limits(**values)
+
+
+def _allowlist(config: Config, key: str) -> tuple[str, ...]:
+    """Label names, or glob patterns (``*``, ``?``, ``[...]``); a name that can never be a label is refused."""
+    entries = tuple(config(key, cast=CommaSeparatedStrings, default=""))
+    for entry in entries:
+        if any(c in entry for c in "*?["):
+            continue
+        try:
+            check_field("label", entry)
+        except InvalidField as exc:
+            raise SettingError(f"{key}: {entry!r} is not a label ({exc.rule})") from exc
+    return entries

@@ -1,27 +1,50 @@
-"""Request limits and field rules: raw labels into LabelEvents, or a 4xx.
+"""Request limits and field rules: raw fields into LabelEvents, or a 4xx.
 
-A request is accepted whole or refused whole: one bad label refuses the
-request, and nothing of it is published.
+Every limit is named in :class:`Limits` (field rules themselves are the
+contract, in :mod:`schema.event`). Two acceptance rules, by syntax:
+
+- the ``labels`` syntax (``GET /track/``, ``GET /track.gif``, a ``text/plain``
+  body) is accepted whole or refused whole: one bad label refuses the
+  request, and nothing of it is published;
+- a JSON body keeps its good events: each bad one is dropped and reported
+  (:attr:`DropReason.INVALID`, with its index, field and rule); only a body
+  whose every event is bad is refused.
+
+A client timestamp (``ts``, JSON only) outside ``[now - past, now + future]``
+is replaced by the server's time: the event is counted, on the day it
+arrived, rather than lost to a wrong clock.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ingest.errors import InvalidBeacon, TooLarge
-from ingest.parse import RawLabel, TooManyFields, parse_labels
+from ingest.outcome import Drop, DropReason, Outcome
+from ingest.parse import MalformedBody, RawLabel, TooManyFields, looks_like_json, parse_json, parse_labels
 from schema.event import InvalidField, LabelEvent
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Every request limit, by name. Field rules are in schema.event."""
+    """Every request limit, by name, each read from ``TALLY_<NAME>``. Field rules are in schema.event."""
 
     max_labels_per_request: int = 50
-    """TALLY_MAX_LABELS_PER_REQUEST"""
+    """TALLY_MAX_LABELS_PER_REQUEST: labels in one ``labels=`` value or text body; more is a 400."""
     max_query_string: int = 8192
-    """TALLY_MAX_QUERY_STRING: bytes of a request's query string."""
+    """TALLY_MAX_QUERY_STRING: bytes of a request's query string; more is a 413."""
+    max_body_bytes: int = 65536
+    """TALLY_MAX_BODY_BYTES: bytes of a POST body, counted while reading it; more is a 413."""
+    max_events_per_batch: int = 500
+    """TALLY_MAX_EVENTS_PER_BATCH: events in one JSON body; more is a 400."""
+    max_client_ts_past_s: int = 86400
+    """TALLY_MAX_CLIENT_TS_PAST_S: how old a client ``ts`` may be; older is replaced by the server's time."""
+    max_client_ts_future_s: int = 300
+    """TALLY_MAX_CLIENT_TS_FUTURE_S: how far ahead a client ``ts`` may be; further is replaced likewise."""
+    max_new_labels_per_day: int = 10000
+    """TALLY_MAX_NEW_LABELS_PER_DAY: distinct labels one ingest process counts per day; more go to overflow."""
 
 
 def events_from_query(labels: str | None, query_string_len: int, limits: Limits, ts_ms: int) -> list[LabelEvent]:
@@ -30,6 +53,11 @@ def events_from_query(labels: str | None, query_string_len: int, limits: Limits,
         raise TooLarge("query", f"at most {limits.max_query_string} bytes")
     if labels is None:
         raise InvalidBeacon("labels", "is required, e.g. labels=signup:forms:btn1|home")
+    return events_from_labels(labels, limits, ts_ms)
+
+
+def events_from_labels(labels: str, limits: Limits, ts_ms: int) -> list[LabelEvent]:
+    """The events of one ``labels`` value, all or none."""
     try:
         raw = parse_labels(labels)
     except TooManyFields as exc:
@@ -49,3 +77,77 @@ def to_events(raw: Sequence[RawLabel], limits: Limits, ts_ms: int) -> list[Label
         except InvalidField as exc:
             raise InvalidBeacon(f"labels[{index}].{exc.field}", exc.rule) from exc
     return events
+
+
+def events_from_body(body: bytes, json_declared: bool, limits: Limits, now_ms: int) -> Outcome:
+    """The events of a POST body: JSON if declared or sniffed (``{``/``[``), else the labels syntax."""
+    if json_declared or looks_like_json(body):
+        return events_from_json(body, limits, now_ms)
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidBeacon("body", "UTF-8 text") from exc
+    return Outcome.of(events_from_labels(text, limits, now_ms))
+
+
+def events_from_json(body: bytes, limits: Limits, now_ms: int) -> Outcome:
+    """The good events of a JSON body; the bad ones dropped with their field and rule."""
+    try:
+        items = parse_json(body)
+    except MalformedBody as exc:
+        raise InvalidBeacon(exc.field, exc.rule) from exc
+    if not items:
+        raise InvalidBeacon("events", "at least one event")
+    if len(items) > limits.max_events_per_batch:
+        raise InvalidBeacon("events", f"at most {limits.max_events_per_batch} events per request")
+    lowest = now_ms - limits.max_client_ts_past_s * 1000
+    highest = now_ms + limits.max_client_ts_future_s * 1000
+    events: list[LabelEvent] = []
+    positions: list[int] = []
+    drops: list[Drop] = []
+    restamped = 0
+    for index, item in enumerate(items):
+        try:
+            event, was_restamped = _event_from_item(item, now_ms, lowest, highest)
+        except InvalidField as exc:
+            field = f"events[{index}]" if exc.field == "event" else f"events[{index}].{exc.field}"
+            drops.append(Drop(index, DropReason.INVALID, field, exc.rule))
+            continue
+        events.append(event)
+        positions.append(index)
+        restamped += was_restamped
+    if not events:
+        first = drops[0]
+        assert first.field is not None and first.rule is not None
+        raise InvalidBeacon(first.field, first.rule, dropped=drops)
+    return Outcome(events, positions, drops, restamped)
+
+
+def _event_from_item(item: object, now_ms: int, lowest: int, highest: int) -> tuple[LabelEvent, bool]:
+    if not isinstance(item, dict):
+        raise InvalidField("event", 'an object, e.g. {"label": "signup", "category": "forms", "dom_id": "btn1"}', "")
+    label = _text(item, "label")
+    category = _text(item, "category")
+    dom_id = _text(item, "dom_id")
+    ts = _client_ts(item.get("ts"), now_ms)
+    if lowest <= ts <= highest:
+        return LabelEvent(label, category, dom_id, ts), False
+    return LabelEvent(label, category, dom_id, now_ms), True
+
+
+def _text(item: dict[object, object], name: str) -> str:
+    value = item.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidField(name, "a string", repr(value))
+    return value
+
+
+def _client_ts(value: object, now_ms: int) -> int:
+    if value is None:
+        return now_ms
+    # bool is an int to Python, not to a client; 1e400 parses as inf.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidField("ts", "epoch milliseconds, a number", repr(value))
+    return int(value)

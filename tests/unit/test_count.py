@@ -143,3 +143,11 @@ def test_undecodable_messages_are_dropped_not_counted() -> None:
     decoded = list(decode_messages([Message(0, 0, good), Message(0, 1, b"junk"), Message(0, 2, good)], dropped))
     assert [(p.partition, p.offset) for p in decoded] == [(0, 0), (0, 2)]
     assert dropped == [Message(0, 1, b"junk")]
+
+
+def test_an_event_delivered_twice_in_one_batch_counts_once() -> None:
+    # During a rebalance the consumer may seek back while events are buffered.
+    table = DictCountTable()
+    result = count_batch(table, [at(0, 5), at(0, 6), at(0, 5), at(0, 6), at(0, 7)], UTC_WINDOWS, OPEN)
+    assert (result.counted, result.skipped) == (3, 2)
+    assert daily(table) == {(date(2026, 11, 25), "signup"): 3}

@@ -1,0 +1,206 @@
+"""Counts stay exact through what happens to workers in production: kill -9 at
+random moments, workers joining and leaving, a different store, ClickHouse
+going away. Events go straight to Kafka through the ingest publisher (what a
+2xx means), so the truth is known exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from deploy.clickhouse import ClickHouseServer
+from deploy.processes import Managed
+from ingest.publish import KafkaPublisher, PublishSettings
+from schema import migrations
+from schema.event import LabelEvent
+from schema.settings import ClickHouseSettings, clickhouse_client
+from tests.integration.conftest import Services, daily_stats, eventually, free_port
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+
+Key = tuple[str, str, str]
+
+
+class Load:
+    """Publishes events for 40 counters in the background, remembering exactly what Kafka acked."""
+
+    def __init__(self, services: Services, seed: int) -> None:
+        self.publisher = KafkaPublisher(services.stack.settings.kafka.bootstrap, services.topic, PublishSettings())
+        self.sent: Counter[Key] = Counter()
+        self.rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def batch(self, n: int, ts_ms: int | None = None) -> list[LabelEvent]:
+        now = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
+        return [
+            LabelEvent(f"label{self.rng.randrange(8)}", f"c{self.rng.randrange(2)}", f"d{self.rng.randrange(3)}", now)
+            for _ in range(n)
+        ]
+
+    async def publish(self, events: list[LabelEvent]) -> None:
+        await self.publisher.publish(events)
+        self.sent.update((e.label, e.category, e.dom_id) for e in events)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            await self.publish(self.batch(50))
+            await asyncio.sleep(0.02)
+
+    @contextmanager
+    def running(self) -> Iterator[Load]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
+            self.publisher.close()
+
+
+def hourly_totals(settings: ClickHouseSettings) -> Counter[Key]:
+    with clickhouse_client(settings) as client:
+        rows = client.execute("SELECT label, category, dom_id, counter FROM hourly_stats")
+    totals: Counter[Key] = Counter()
+    for label, category, dom_id, counter in rows:
+        totals[(label, category, dom_id)] += counter
+    return totals
+
+
+def assert_exact(services: Services, sent: Counter[Key], timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while daily_stats(services.clickhouse) != sent and time.monotonic() < deadline:
+        time.sleep(0.5)
+    counted = daily_stats(services.clickhouse)
+    differences = {
+        k: (sent[k], counted.get(k, 0)) for k in sent.keys() | counted.keys() if sent[k] != counted.get(k, 0)
+    }
+    assert differences == {}, f"(sent, counted) differ for {len(differences)} counters"
+    assert hourly_totals(services.clickhouse) == sent
+    time.sleep(2)  # and it stays so: no late double count
+    assert daily_stats(services.clickhouse) == sent
+
+
+def test_exact_through_repeated_kill_9(services: Services) -> None:
+    worker = services.start_worker()
+    rng = random.Random(7)
+    with Load(services, seed=1).running() as load:
+        for _ in range(3):
+            time.sleep(rng.uniform(1.0, 4.0))
+            worker.kill()
+            time.sleep(rng.uniform(0.0, 2.0))
+            worker = services.start_worker()
+        time.sleep(2)
+    assert sum(load.sent.values()) > 1000
+    assert_exact(services, load.sent)
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_exact_while_workers_join_and_leave(services: Services, store: str) -> None:
+    services.start_worker("1", TALLY_WORKER_STORE=store)
+    with Load(services, seed=2).running() as load:
+        time.sleep(2)
+        second = services.start_worker("2", TALLY_WORKER_STORE=store)
+        time.sleep(2)
+        services.start_worker("3", TALLY_WORKER_STORE=store)
+        time.sleep(2)
+        second.stop()  # SIGTERM: a graceful leave
+        time.sleep(3)
+
+    def assigned() -> list[object]:
+        ready = [_json(f"http://127.0.0.1:{services.worker_ports[w]}/readyz") for w in "13"]
+        return sorted(p for r in ready for p in r["assigned_partitions"])  # type: ignore[attr-defined]
+
+    eventually(lambda: assigned() == list(range(6)))
+    assert_exact(services, load.sent)
+
+
+def test_day_boundary_in_the_configured_zone(services: Services) -> None:
+    paris = ZoneInfo("Europe/Paris")
+    midnight = datetime.now(paris).replace(hour=0, minute=0, second=0, microsecond=0)
+    before, after = int(midnight.timestamp() * 1000) - 1, int(midnight.timestamp() * 1000)
+    services.start_worker(TALLY_DAY_TZ="Europe/Paris")
+    load = Load(services, seed=3)
+    asyncio.run(
+        load.publish([LabelEvent("late_night", "", "x", before)] * 3 + [LabelEvent("late_night", "", "x", after)])
+    )
+    load.publisher.close()
+    yesterday, today = (midnight - timedelta(days=1)).date(), midnight.date()
+
+    def by_day() -> dict[object, int]:
+        with clickhouse_client(services.clickhouse) as client:
+            return dict(client.execute("SELECT day, counter FROM daily_stats WHERE label = 'late_night'"))
+
+    assert eventually(lambda: by_day() == {yesterday: 3, today: 1})
+    with clickhouse_client(services.clickhouse) as client:
+        hours = dict(client.execute("SELECT hour, counter FROM hourly_stats WHERE label = 'late_night'"))
+    midnight_utc = midnight.astimezone(UTC)
+    assert hours == {midnight_utc - timedelta(hours=1): 3, midnight_utc: 1}
+
+
+def test_late_events_are_refused_and_reported(services: Services) -> None:
+    services.start_worker(TALLY_WORKER_WINDOW_DAYS="2")
+    load = Load(services, seed=4)
+    old = int((datetime.now(UTC) - timedelta(days=5)).timestamp() * 1000)
+    asyncio.run(load.publish(load.batch(5, ts_ms=old)))
+    asyncio.run(load.publish([LabelEvent("fresh", "", "", time.time_ns() // 1_000_000)]))
+    load.publisher.close()
+    eventually(lambda: daily_stats(services.clickhouse) == {("fresh", "", ""): 1})
+    metrics = _text(f"http://127.0.0.1:{services.worker_ports['1']}/metrics")
+    assert 'tally_worker_events_dropped_total{reason="late"} 5.0' in metrics
+
+
+def test_clickhouse_outage_counting_goes_on_and_catches_up(services: Services, tmp_path: Path) -> None:
+    own = ClickHouseServer(
+        tmp_path / "clickhouse",
+        Managed("clickhouse", tmp_path / "run", tmp_path / "logs"),
+        tcp_port=free_port(),
+        http_port=free_port(),
+    )
+    own.start()
+    try:
+        settings = ClickHouseSettings("127.0.0.1", own.tcp_port, "outage")
+        with clickhouse_client(settings, database="default") as admin:
+            migrations.create_database(admin, "outage")
+        with clickhouse_client(settings) as client:
+            migrations.migrate(client)
+        services.clickhouse = settings
+        services.start_worker(TALLY_CLICKHOUSE_PORT=str(own.tcp_port), TALLY_CLICKHOUSE_DATABASE="outage")
+        readyz = f"http://127.0.0.1:{services.worker_ports['1']}/readyz"
+        with Load(services, seed=5).running() as load:
+            time.sleep(2)
+            own.process.stop()
+            eventually(lambda: _json(readyz).get("clickhouse_writes_failing"), timeout_s=30)
+            time.sleep(5)
+            own.start()
+            time.sleep(2)
+        assert_exact(services, load.sent)
+        assert not _json(readyz)["clickhouse_writes_failing"]
+    finally:
+        own.process.stop()
+
+
+def _text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _json(url: str) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        return dict(json.loads(exc.read()))
