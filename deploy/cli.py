@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from deploy.stack import Stack, StackSettings
+from deploy.stack import Stack, StackSettings, worker_web_port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +79,7 @@ def _worker(worker_id: str | None) -> int:
         worker_id = next(str(n) for n in range(1, 1000) if stack.worker(str(n)).pid() in (None, os.getpid()))
     env = dict(os.environ)
     env.setdefault("TALLY_WORKER_DATA_DIR", str(stack.settings.root / f"worker-{worker_id}"))
-    if worker_id.isdigit():
-        env.setdefault("TALLY_WORKER_WEB_PORT", str(6065 + int(worker_id)))
+    env.setdefault("TALLY_WORKER_WEB_PORT", str(worker_web_port(worker_id)))
     settings = WorkerSettings.from_env(env)
     own = stack.worker(worker_id)
     if own.pid() is None:  # started by hand, not by `tally up`: register it for status/down

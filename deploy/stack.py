@@ -151,7 +151,10 @@ class Stack:
                 f"native {s.clickhouse.host}:{s.clickhouse.port}, http {s.clickhouse.host}:{s.clickhouse_http_port}, "
                 f"database {s.clickhouse.database}",
             ),
-            *((w.name, w, "Faust worker") for w in self.workers()),
+            *(
+                (w.name, w, f"Faust worker, http://127.0.0.1:{worker_web_port(w.name.removeprefix('worker-'))}/metrics")
+                for w in self.workers()
+            ),
         ]
         for name, process, where in rows:
             pid = process.pid()
@@ -182,6 +185,11 @@ class Stack:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+
+def worker_web_port(worker_id: str) -> int:
+    """Where ``tally worker --id N`` serves /metrics, /healthz and /readyz unless TALLY_WORKER_WEB_PORT says."""
+    return 6065 + int(worker_id) if worker_id.isdigit() else 6066
 
 
 def tally_command() -> str:
