@@ -14,6 +14,8 @@ import argparse
 import logging
 import os
 import sys
+import time
+from datetime import date, datetime
 
 from deploy.stack import Stack, StackSettings, worker_web_port
 
@@ -30,12 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("ingest", help="run the ingest service (foreground)")
     worker = commands.add_parser("worker", help="run a Faust worker (foreground)")
     worker.add_argument("--id", help="worker identity: its state lives in .stack/worker-ID (default: the first free)")
+    replay = commands.add_parser("replay", help="rebuild the counts of past days from the events topic")
+    replay.add_argument("--from", dest="first", required=True, type=date.fromisoformat, help="first day, YYYY-MM-DD")
+    replay.add_argument("--to", dest="last", required=True, type=date.fromisoformat, help="last day, YYYY-MM-DD")
+    replay.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
     args = parser.parse_args(argv)
 
     if args.command == "ingest":
         return _ingest()
     if args.command == "worker":
         return _worker(args.id)
+    if args.command == "replay":
+        return _replay(args.first, args.last, dry_run=args.dry_run)
     stack = Stack(StackSettings.from_env(os.environ))
     if args.command == "up":
         stack.up()
@@ -88,6 +96,72 @@ def _worker(worker_id: str | None) -> int:
     logging.basicConfig(level=logging.INFO)
     app = create_app(settings)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    return 0
+
+
+def _replay(first: date, last: date, *, dry_run: bool) -> int:
+    from kafka import KafkaConsumer
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from aggregator import replay
+    from aggregator.count import first_open_day
+    from aggregator.settings import WorkerSettings
+    from ingest.settings import IngestSettings
+    from schema.settings import clickhouse_client
+
+    settings = WorkerSettings.from_env(os.environ)
+    max_past_s = IngestSettings.from_env(os.environ).limits.max_client_ts_past_s
+    console = Console()
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap.split(","),
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+        client_id="tally-replay",
+    )
+    progress = Progress(
+        TextColumn("reading"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn(),
+        console=console,
+    )  # fmt: skip
+    task = progress.add_task("read", total=None, rate=0.0)
+    started = time.monotonic()
+
+    def on_read(n: int) -> None:
+        done = progress.tasks[0].completed + n
+        progress.update(task, advance=n, rate=done / max(time.monotonic() - started, 1e-6))
+
+    try:
+        with clickhouse_client(settings.clickhouse) as client, progress:
+            outcome = replay.replay(
+                consumer, client, settings.kafka.topic, first, last,
+                tz=settings.day_tz,
+                first_open_day=first_open_day(datetime.now(settings.day_tz), settings.window_days),
+                max_past_s=max_past_s,
+                dry_run=dry_run,
+                on_plan=lambda plan: progress.update(task, total=plan.total),
+                on_read=on_read,
+            )  # fmt: skip
+    except replay.ReplayRefused as refused:
+        console.print(f"[bold red]refused:[/] {refused}")
+        return 2
+    finally:
+        consumer.close()
+    summary = Table(title="dry run: nothing written" if dry_run else f"replay {outcome.replay_id}: swapped in")
+    for column in ("day", "events", "counters", "before", "after", "counters changed"):
+        summary.add_column(column, justify="right")
+    for r in outcome.reports:
+        summary.add_row(
+            str(r.day), f"{r.events:,}", f"{r.counters:,}", f"{r.before:,}", f"{r.after:,}", f"{r.changed:,}"
+        )
+    console.print(summary)
+    console.print(
+        f"read {outcome.counted.events_read:,} events ({outcome.counted.undecodable:,} undecodable) "
+        f"from offsets {outcome.plan.start} to {outcome.plan.end}"
+    )
     return 0
 
 

@@ -89,6 +89,7 @@ class Services:
     ingest_port: int
     app_id: str
     worker_ports: dict[str, int] = field(default_factory=dict)
+    read_token: str = field(default_factory=lambda: f"test-read-{uuid.uuid4().hex}")
 
     @property
     def ingest_url(self) -> str:
@@ -106,15 +107,18 @@ class Services:
             "TALLY_CLICKHOUSE_DATABASE": self.clickhouse.database,
             "TALLY_INGEST_PORT": str(self.ingest_port),
             "TALLY_WORKER_APP_ID": self.app_id,
+            # As `tally up` runs it: a read token, and /get_stats/ public.
+            "TALLY_READ_TOKENS": self.read_token,
+            "TALLY_PUBLIC_GET_STATS": "true",
             **extra,
         }
 
     def process(self, name: str) -> Managed:
         return Managed(name, self.run_dir / "run", self.run_dir / "logs")
 
-    def start_ingest(self) -> Managed:
+    def start_ingest(self, **env: str) -> Managed:
         ingest = self.process("ingest")
-        ingest.start([tally_command(), "ingest"], env=self.env())
+        ingest.start([tally_command(), "ingest"], env=self.env(**env))
         ingest.wait_until(lambda: _status(f"{self.ingest_url}/readyz") == 200, 60, "ready")
         return ingest
 
@@ -144,9 +148,11 @@ def services(stack: Stack, topic: str, clickhouse: ClickHouseSettings, tmp_path:
 
 
 def daily_stats(settings: ClickHouseSettings) -> dict[tuple[str, str, str], int]:
-    """(label, category, dom_id) -> counter, all days, as a Grafana panel would read it."""
+    """(label, category, dom_id) -> counter summed over all days, as a Grafana panel would read it."""
     with clickhouse_client(settings) as client:
-        rows: list[tuple[Any, ...]] = client.execute("SELECT label, category, dom_id, counter FROM daily_stats")
+        rows: list[tuple[Any, ...]] = client.execute(
+            "SELECT label, category, dom_id, sum(counter) FROM daily_stats GROUP BY label, category, dom_id"
+        )
     return {(label, category, dom_id): counter for label, category, dom_id, counter in rows}
 
 

@@ -1,0 +1,348 @@
+"""Rebuilding the counts of past days from the events topic (``tally replay``).
+
+Stages, in order:
+
+1. plan     which days; refuse open days (the live workers still write them) and
+            days the topic no longer holds; start and end offsets by timestamp
+2. read     every partition's range, with a progress bar
+3. count    aggregator.count on a fresh in-memory table: the same rules as the
+            live worker, so a replay can never disagree with it
+4. stage    the counts into ``daily_counts_replay`` / ``hourly_counts_replay``,
+            tagged with this run's id
+5. verify   what ClickHouse holds for the run equals what was counted
+6. swap     day by day, one ``INSERT ... SELECT`` per table and day (one part,
+            so readers see the old day or the new one, never half), with a
+            version above every live one, and 0 for counters the topic no
+            longer supports
+
+A later replay gets a higher version than an earlier one, so running the same
+range twice gives the same counts, and a run that crashed halfway is safe to
+run again: days it did not swap keep their old counts.
+
+Record timestamps are the events' own times (ingest sets them), so a day's
+events start at the first offset stamped at or after its midnight. They may
+end later: a client timestamp can be up to ``max_past_s`` behind its
+arrival, so the read goes that far past the last day.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from aggregator.count import CounterKey, DictCountTable, Windows, count_batch
+from aggregator.decode import Message, decode_messages
+
+# Replay versions sit above every Kafka offset a live worker writes as version.
+REPLAY_VERSION_BASE = 1 << 62
+
+
+class ReplayRefused(Exception):
+    """The replay cannot run as asked; nothing was written. The message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    first_day: date
+    last_day: date
+    start: dict[int, int]
+    """partition -> first offset to read"""
+    end: dict[int, int]
+    """partition -> offset to stop before"""
+
+    @property
+    def total(self) -> int:
+        return sum(self.end[p] - self.start[p] for p in self.start)
+
+    @property
+    def days(self) -> list[date]:
+        n = (self.last_day - self.first_day).days + 1
+        return [self.first_day + timedelta(days=i) for i in range(n)]
+
+
+@dataclass
+class Counted:
+    table: DictCountTable
+    events_read: int = 0
+    events_per_day: Counter[date] = field(default_factory=Counter)
+    undecodable: int = 0
+
+
+def midnight_ms(day: date, tz: tzinfo) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
+
+
+def make_plan(
+    consumer: KafkaConsumer,
+    topic: str,
+    first_day: date,
+    last_day: date,
+    *,
+    tz: tzinfo,
+    first_open_day: date,
+    max_past_s: int,
+) -> Plan:
+    """Decide what to read, or refuse before anything is written."""
+    if last_day < first_day:
+        raise ReplayRefused(f"--to {last_day} is before --from {first_day}")
+    if last_day >= first_open_day:
+        raise ReplayRefused(
+            f"{first_open_day} and later days are still open for live counting (TALLY_WORKER_WINDOW_DAYS): "
+            f"replay days up to {first_open_day - timedelta(days=1)}; the live workers rewrite the counts "
+            "of open days themselves after a restart"
+        )
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise ReplayRefused(f"topic {topic!r} does not exist")
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    beginning = consumer.beginning_offsets(tps)
+    end_of_topic = consumer.end_offsets(tps)
+    earliest = _earliest_complete_day(consumer, beginning, end_of_topic, tz)
+    if earliest is not None and first_day < earliest:
+        raise ReplayRefused(
+            f"the topic no longer holds all events of {first_day} (retention): the earliest complete day "
+            f"is {earliest}; replay from there"
+        )
+    since = midnight_ms(first_day, tz)
+    until = midnight_ms(last_day + timedelta(days=1), tz) + max_past_s * 1000
+    starts = consumer.offsets_for_times({tp: since for tp in tps})
+    ends = consumer.offsets_for_times({tp: until for tp in tps})
+    start = {tp.partition: starts[tp].offset if starts[tp] else end_of_topic[tp] for tp in tps}
+    end = {tp.partition: ends[tp].offset if ends[tp] else end_of_topic[tp] for tp in tps}
+    return Plan(first_day, last_day, start, end)
+
+
+def _earliest_complete_day(
+    consumer: KafkaConsumer, beginning: dict[TopicPartition, int], end: dict[TopicPartition, int], tz: tzinfo
+) -> date | None:
+    """None if no partition has lost events to retention; else the first day no partition lost any of."""
+    latest_first: int | None = None
+    for tp, offset in beginning.items():
+        if offset == 0 or offset >= end[tp]:
+            continue
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        records = consumer.poll(timeout_ms=5000, max_records=1).get(tp, [])
+        if records:
+            first = records[0].timestamp
+            latest_first = first if latest_first is None else max(latest_first, first)
+    if latest_first is None:
+        return None
+    return datetime.fromtimestamp(latest_first / 1000, tz).date() + timedelta(days=1)
+
+
+def read(consumer: KafkaConsumer, topic: str, plan: Plan, progress: Callable[[int], None]) -> Iterator[list[Message]]:
+    """Every message of the plan's ranges, in batches, partition order kept."""
+    tps = [TopicPartition(topic, p) for p, start in plan.start.items() if start < plan.end[p]]
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, plan.start[tp.partition])
+    remaining = set(tps)
+    while remaining:
+        polled = consumer.poll(timeout_ms=1000, max_records=10_000)
+        for tp, records in polled.items():
+            stop = plan.end[tp.partition]
+            batch = [Message(tp.partition, r.offset, r.value) for r in records if r.offset < stop]
+            if batch:
+                progress(len(batch))
+                yield batch
+            if records[-1].offset >= stop - 1:
+                remaining.discard(tp)
+                consumer.pause(tp)
+
+
+def count(batches: Iterator[list[Message]], plan: Plan, tz: tzinfo) -> Counted:
+    """The plan's days counted from scratch; events of other days are left out."""
+    counted = Counted(DictCountTable())
+    windows = Windows(tz)
+    for batch in batches:
+        counted.events_read += len(batch)
+        dropped: list[Message] = []
+        events = [
+            p
+            for p in decode_messages(batch, dropped)
+            if plan.first_day <= windows.of(p.event.ts_ms)[2] <= plan.last_day
+        ]
+        counted.undecodable += len(dropped)
+        counted.events_per_day.update(windows.of(p.event.ts_ms)[2] for p in events)
+        count_batch(counted.table, events, windows, plan.first_day)
+    return counted
+
+
+INSERT_DAILY = "INSERT INTO daily_counts_replay (replay_id, day, label, category, dom_id, counter) VALUES"
+INSERT_HOURLY = "INSERT INTO hourly_counts_replay (replay_id, day, hour, label, category, dom_id, counter) VALUES"
+
+
+def stage(client: Any, replay_id: int, counted: Counted, tz: tzinfo) -> None:
+    daily, hourly = [], []
+    for key, tally in counted.table.items():
+        day, hour, label, category, dom_id = CounterKey.parse(key, tz)
+        if hour is None:
+            daily.append((replay_id, day, label, category, dom_id, tally.counter))
+        else:
+            hourly.append((replay_id, day, hour, label, category, dom_id, tally.counter))
+    if daily:
+        client.execute(INSERT_DAILY, daily)
+    if hourly:
+        client.execute(INSERT_HOURLY, hourly)
+
+
+STAGED_PER_DAY = """
+SELECT day, sum(counter), count()
+FROM daily_counts_replay
+WHERE replay_id = %(replay_id)s
+GROUP BY day
+"""
+STAGED_HOURLY_PER_DAY = """
+SELECT day, sum(counter)
+FROM hourly_counts_replay
+WHERE replay_id = %(replay_id)s
+GROUP BY day
+"""
+
+
+def verify(client: Any, replay_id: int, counted: Counted) -> None:
+    """What ClickHouse holds for this run is what was counted, per day, daily and hourly."""
+    daily = {day: int(total) for day, total, _ in client.execute(STAGED_PER_DAY, {"replay_id": replay_id})}
+    hourly = {day: int(total) for day, total in client.execute(STAGED_HOURLY_PER_DAY, {"replay_id": replay_id})}
+    expected = {day: n for day, n in counted.events_per_day.items() if n}
+    if daily != expected or hourly != expected:
+        raise RuntimeError(f"staged counts differ from counted: daily {daily}, hourly {hourly}, counted {expected}")
+
+
+SWAP_DAILY = """
+INSERT INTO daily_counts (day, label, category, dom_id, counter, version, written_at)
+SELECT day, label, category, dom_id, counter, %(version)s, now()
+FROM (
+    SELECT day, label, category, dom_id, counter
+    FROM daily_counts_replay
+    WHERE replay_id = %(replay_id)s AND day = %(day)s
+    UNION ALL
+    SELECT day, label, category, dom_id, toUInt64(0) AS counter
+    FROM daily_stats
+    WHERE day = %(day)s AND (label, category, dom_id) NOT IN (
+        SELECT label, category, dom_id FROM daily_counts_replay WHERE replay_id = %(replay_id)s AND day = %(day)s
+    )
+)
+"""
+SWAP_HOURLY = """
+INSERT INTO hourly_counts (day, hour, label, category, dom_id, counter, version, written_at)
+SELECT day, hour, label, category, dom_id, counter, %(version)s, now()
+FROM (
+    SELECT day, hour, label, category, dom_id, counter
+    FROM hourly_counts_replay
+    WHERE replay_id = %(replay_id)s AND day = %(day)s
+    UNION ALL
+    SELECT day, hour, label, category, dom_id, toUInt64(0) AS counter
+    FROM hourly_stats
+    WHERE day = %(day)s AND (hour, label, category, dom_id) NOT IN (
+        SELECT hour, label, category, dom_id FROM hourly_counts_replay
+        WHERE replay_id = %(replay_id)s AND day = %(day)s
+    )
+)
+"""
+# One part per INSERT, however many counters a day has: readers see a day swapped whole.
+ONE_PART = {"min_insert_block_size_rows": 1 << 40, "min_insert_block_size_bytes": 1 << 40}
+
+
+def swap(client: Any, replay_id: int, day: date) -> None:
+    params = {"replay_id": replay_id, "day": day, "version": REPLAY_VERSION_BASE + replay_id}
+    client.execute(SWAP_DAILY, params, settings=ONE_PART)
+    client.execute(SWAP_HOURLY, params, settings=ONE_PART)
+
+
+def discard(client: Any, replay_id: int) -> None:
+    """Drop this run's staged rows (its own partition of the shadow tables)."""
+    for table in ("daily_counts_replay", "hourly_counts_replay"):
+        client.execute(f"ALTER TABLE {table} DROP PARTITION {int(replay_id)}")
+
+
+LIVE_PER_DAY = """
+SELECT day, label, category, dom_id, counter
+FROM daily_stats
+WHERE day >= %(first)s AND day <= %(last)s
+"""
+
+
+@dataclass(frozen=True)
+class DayReport:
+    day: date
+    events: int
+    counters: int
+    before: int
+    after: int
+    changed: int
+    """counters whose count differs (including ones that appear or vanish)"""
+
+
+def compare(client: Any, plan: Plan, counted: Counted, tz: tzinfo) -> list[DayReport]:
+    """Per day: what the replay found against what readers see now."""
+    live: dict[date, dict[tuple[str, str, str], int]] = {day: {} for day in plan.days}
+    for day, label, category, dom_id, counter in client.execute(
+        LIVE_PER_DAY, {"first": plan.first_day, "last": plan.last_day}
+    ):
+        live[day][(label, category, dom_id)] = int(counter)
+    rebuilt: dict[date, dict[tuple[str, str, str], int]] = {day: {} for day in plan.days}
+    for key, tally in counted.table.items():
+        k = CounterKey.parse(key, tz)
+        if k.hour is None:
+            rebuilt[k.day][(k.label, k.category, k.dom_id)] = tally.counter
+    reports = []
+    for day in plan.days:
+        before, after = live[day], rebuilt[day]
+        changed = sum(1 for c in before.keys() | after.keys() if before.get(c, 0) != after.get(c, 0))
+        reports.append(
+            DayReport(day, counted.events_per_day[day], len(after), sum(before.values()), sum(after.values()), changed)
+        )
+    return reports
+
+
+def new_replay_id() -> int:
+    """Microseconds since the epoch: later runs get higher ids, hence higher versions."""
+    return int(datetime.now(UTC).timestamp() * 1_000_000)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    replay_id: int
+    plan: Plan
+    counted: Counted
+    reports: list[DayReport]
+    swapped: bool
+
+
+def replay(
+    consumer: KafkaConsumer,
+    client: Any,
+    topic: str,
+    first_day: date,
+    last_day: date,
+    *,
+    tz: tzinfo,
+    first_open_day: date,
+    max_past_s: int,
+    dry_run: bool,
+    on_plan: Callable[[Plan], None] = lambda plan: None,
+    on_read: Callable[[int], None] = lambda n: None,
+) -> Outcome:
+    """Plan, read, count; then, unless ``dry_run``, stage, verify and swap day by day."""
+    plan = make_plan(consumer, topic, first_day, last_day, tz=tz, first_open_day=first_open_day, max_past_s=max_past_s)
+    on_plan(plan)
+    counted = count(read(consumer, topic, plan, on_read), plan, tz)
+    reports = compare(client, plan, counted, tz)
+    replay_id = new_replay_id()
+    if dry_run:
+        return Outcome(replay_id, plan, counted, reports, swapped=False)
+    stage(client, replay_id, counted, tz)
+    try:
+        verify(client, replay_id, counted)
+        for day in plan.days:
+            swap(client, replay_id, day)
+    finally:
+        discard(client, replay_id)
+    return Outcome(replay_id, plan, counted, reports, swapped=True)
