@@ -20,9 +20,10 @@ range twice gives the same counts, and a run that crashed halfway is safe to
 run again: days it did not swap keep their old counts.
 
 Record timestamps are the events' own times (ingest sets them), so a day's
-events start at the first offset stamped at or after its midnight. They may
-end later: a client timestamp can be up to ``max_past_s`` behind its
-arrival, so the read goes that far past the last day.
+events start at the first offset stamped at or after its midnight: every
+earlier offset is stamped before it. Where they end cannot be told the same
+way (a client timestamp may lag its arrival), so the read goes on to the end
+of the topic as it was when the replay started.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from aggregator.count import CounterKey, DictCountTable, Windows, count_batch
 from aggregator.decode import Message, decode_messages
+from schema.event import day_of
 
 # Replay versions sit above every Kafka offset a live worker writes as version.
 REPLAY_VERSION_BASE = 1 << 62
@@ -85,7 +87,6 @@ def make_plan(
     *,
     tz: tzinfo,
     first_open_day: date,
-    max_past_s: int,
 ) -> Plan:
     """Decide what to read, or refuse before anything is written."""
     if last_day < first_day:
@@ -100,27 +101,27 @@ def make_plan(
     if not partitions:
         raise ReplayRefused(f"topic {topic!r} does not exist")
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    beginning = consumer.beginning_offsets(tps)
     end_of_topic = consumer.end_offsets(tps)
-    earliest = _earliest_complete_day(consumer, beginning, end_of_topic, tz)
+    earliest = earliest_complete_day(consumer, topic, tz)
     if earliest is not None and first_day < earliest:
         raise ReplayRefused(
             f"the topic no longer holds all events of {first_day} (retention): the earliest complete day "
             f"is {earliest}; replay from there"
         )
     since = midnight_ms(first_day, tz)
-    until = midnight_ms(last_day + timedelta(days=1), tz) + max_past_s * 1000
     starts = consumer.offsets_for_times({tp: since for tp in tps})
-    ends = consumer.offsets_for_times({tp: until for tp in tps})
     start = {tp.partition: starts[tp].offset if starts[tp] else end_of_topic[tp] for tp in tps}
-    end = {tp.partition: ends[tp].offset if ends[tp] else end_of_topic[tp] for tp in tps}
+    # Read to the end: a record's place in the log follows its arrival, not its
+    # event time, so events of the range may sit anywhere after the start.
+    end = {tp.partition: end_of_topic[tp] for tp in tps}
     return Plan(first_day, last_day, start, end)
 
 
-def _earliest_complete_day(
-    consumer: KafkaConsumer, beginning: dict[TopicPartition, int], end: dict[TopicPartition, int], tz: tzinfo
-) -> date | None:
+def earliest_complete_day(consumer: KafkaConsumer, topic: str, tz: tzinfo) -> date | None:
     """None if no partition has lost events to retention; else the first day no partition lost any of."""
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    beginning = consumer.beginning_offsets(tps)
+    end = consumer.end_offsets(tps)
     latest_first: int | None = None
     for tp, offset in beginning.items():
         if offset == 0 or offset >= end[tp]:
@@ -133,7 +134,7 @@ def _earliest_complete_day(
             latest_first = first if latest_first is None else max(latest_first, first)
     if latest_first is None:
         return None
-    return datetime.fromtimestamp(latest_first / 1000, tz).date() + timedelta(days=1)
+    return day_of(latest_first, tz) + timedelta(days=1)
 
 
 def read(consumer: KafkaConsumer, topic: str, plan: Plan, progress: Callable[[int], None]) -> Iterator[list[Message]]:
@@ -325,13 +326,12 @@ def replay(
     *,
     tz: tzinfo,
     first_open_day: date,
-    max_past_s: int,
     dry_run: bool,
     on_plan: Callable[[Plan], None] = lambda plan: None,
     on_read: Callable[[int], None] = lambda n: None,
 ) -> Outcome:
     """Plan, read, count; then, unless ``dry_run``, stage, verify and swap day by day."""
-    plan = make_plan(consumer, topic, first_day, last_day, tz=tz, first_open_day=first_open_day, max_past_s=max_past_s)
+    plan = make_plan(consumer, topic, first_day, last_day, tz=tz, first_open_day=first_open_day)
     on_plan(plan)
     counted = count(read(consumer, topic, plan, on_read), plan, tz)
     reports = compare(client, plan, counted, tz)

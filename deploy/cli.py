@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from deploy.stack import Stack, StackSettings, worker_web_port
 
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--from", dest="first", required=True, type=date.fromisoformat, help="first day, YYYY-MM-DD")
     replay.add_argument("--to", dest="last", required=True, type=date.fromisoformat, help="last day, YYYY-MM-DD")
     replay.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+    reset = commands.add_parser("reset", help="recount everything from the events topic (workers stopped)")
+    reset.add_argument("--yes", action="store_true", required=True, help="yes, forget the workers' state")
     args = parser.parse_args(argv)
 
     if args.command == "ingest":
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(args.id)
     if args.command == "replay":
         return _replay(args.first, args.last, dry_run=args.dry_run)
+    if args.command == "reset":
+        return _reset()
     stack = Stack(StackSettings.from_env(os.environ))
     if args.command == "up":
         stack.up()
@@ -59,20 +63,41 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _ingest() -> int:
+    """uvicorn with TALLY_INGEST_WORKERS processes on one port, JSON logs, no uvicorn access log.
+
+    Several processes share their metrics through prometheus_client's
+    multiprocess mode: a fresh directory per start (unless
+    PROMETHEUS_MULTIPROC_DIR is given), removed when ingest stops.
+    """
+    import shutil
+    import tempfile
+
     import uvicorn
 
-    from ingest.app import create_app
+    from deploy import logs
+    from ingest.metrics import MULTIPROCESS_ENV
     from ingest.settings import IngestSettings
 
-    settings = IngestSettings.from_env(os.environ)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    settings = IngestSettings.from_env(os.environ)  # a bad setting stops here, in the parent, named
+    logs.configure(settings.log_level)
+    own_dir = None
+    if settings.workers > 1 and MULTIPROCESS_ENV not in os.environ:
+        own_dir = os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="tally-ingest-metrics-")
+    try:
+        uvicorn.run(
+            "ingest.app:from_env",  # each worker process builds its app (and its producer) from the environment
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=logs.dict_config(settings.log_level),
+            log_level=settings.log_level.lower(),
+            access_log=False,  # TALLY_ACCESS_LOG logs answers in the app instead, without the client's address
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
     return 0
 
 
@@ -108,11 +133,9 @@ def _replay(first: date, last: date, *, dry_run: bool) -> int:
     from aggregator import replay
     from aggregator.count import first_open_day
     from aggregator.settings import WorkerSettings
-    from ingest.settings import IngestSettings
     from schema.settings import clickhouse_client
 
     settings = WorkerSettings.from_env(os.environ)
-    max_past_s = IngestSettings.from_env(os.environ).limits.max_client_ts_past_s
     console = Console()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap.split(","),
@@ -140,7 +163,6 @@ def _replay(first: date, last: date, *, dry_run: bool) -> int:
                 consumer, client, settings.kafka.topic, first, last,
                 tz=settings.day_tz,
                 first_open_day=first_open_day(datetime.now(settings.day_tz), settings.window_days),
-                max_past_s=max_past_s,
                 dry_run=dry_run,
                 on_plan=lambda plan: progress.update(task, total=plan.total),
                 on_read=on_read,
@@ -162,6 +184,49 @@ def _replay(first: date, last: date, *, dry_run: bool) -> int:
         f"read {outcome.counted.events_read:,} events ({outcome.counted.undecodable:,} undecodable) "
         f"from offsets {outcome.plan.start} to {outcome.plan.end}"
     )
+    return 0
+
+
+def _reset() -> int:
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from rich.console import Console
+
+    from aggregator.count import first_open_day
+    from aggregator.reset import ResetRefused, reset
+    from aggregator.settings import WorkerSettings
+    from ingest.settings import IngestSettings
+    from schema.settings import clickhouse_client
+
+    settings = WorkerSettings.from_env(os.environ)
+    stack = Stack(StackSettings.from_env(os.environ))
+    console = Console()
+    bootstrap = settings.kafka.bootstrap.split(",")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tally-reset")
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)  # fmt: skip
+    try:
+        with clickhouse_client(settings.clickhouse) as client:
+            outcome = reset(
+                admin, consumer, client,
+                topic=settings.kafka.topic, app_id=settings.app_id,
+                state_dirs=sorted(stack.settings.root.glob("worker-*")),
+                tz=settings.day_tz,
+                first_open_day=first_open_day(datetime.now(settings.day_tz), settings.window_days),
+                max_past_s=IngestSettings.from_env(os.environ).limits.max_client_ts_past_s,
+                oldest_day=datetime.now(settings.day_tz).date() - timedelta(days=stack.settings.retention_days),
+            )  # fmt: skip
+    except ResetRefused as refused:
+        console.print(f"[bold red]refused:[/] {refused}")
+        return 2
+    finally:
+        admin.close()
+        consumer.close()
+    if outcome is None:
+        console.print("no closed day in the topic to replay")
+    else:
+        console.print(f"closed days {outcome.plan.first_day}..{outcome.plan.last_day} rebuilt "
+                      f"from {outcome.counted.events_read:,} events")  # fmt: skip
+    console.print("workers' state forgotten; start the workers (tally worker / make up) to recount the open days")
     return 0
 
 
