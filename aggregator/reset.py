@@ -46,6 +46,7 @@ def reset(
     consumer: KafkaConsumer,
     client: Any,
     *,
+    bootstrap: str,
     topic: str,
     app_id: str,
     state_dirs: list[Path],
@@ -82,6 +83,6 @@ def reset(
     if first > last_closed:
         return None
     return replay.replay(
-        consumer, client, topic, first, last_closed,
+        consumer, client, bootstrap, topic, first, last_closed,
         tz=tz, first_open_day=first_open_day, dry_run=False, on_read=on_read,
     )  # fmt: skip

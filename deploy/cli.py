@@ -160,7 +160,7 @@ def _replay(first: date, last: date, *, dry_run: bool) -> int:
     try:
         with clickhouse_client(settings.clickhouse) as client, progress:
             outcome = replay.replay(
-                consumer, client, settings.kafka.topic, first, last,
+                consumer, client, settings.kafka.bootstrap, settings.kafka.topic, first, last,
                 tz=settings.day_tz,
                 first_open_day=first_open_day(datetime.now(settings.day_tz), settings.window_days),
                 dry_run=dry_run,
@@ -208,7 +208,7 @@ def _reset() -> int:
         with clickhouse_client(settings.clickhouse) as client:
             outcome = reset(
                 admin, consumer, client,
-                topic=settings.kafka.topic, app_id=settings.app_id,
+                bootstrap=settings.kafka.bootstrap, topic=settings.kafka.topic, app_id=settings.app_id,
                 state_dirs=sorted(stack.settings.root.glob("worker-*")),
                 tz=settings.day_tz,
                 first_open_day=first_open_day(datetime.now(settings.day_tz), settings.window_days),

@@ -1,0 +1,198 @@
+"""Replay throughput on one core, side by side with raw consumers reading the same range.
+
+    make bench-replay            (python -m bench.replay --events 500000)
+
+Pre-loads N events stamped four days ago (a closed day) into a fresh topic,
+then, pinned to one core, in one run:
+
+- raw kafka-python: the consumer replay uses, reading the range, nothing else
+- raw aiokafka: the fastest Python consumer here, reading the range
+- replay, dry: plan + read + decode + count (what ``tally replay --dry-run`` does)
+- replay, full: the same, then stage, verify and swap into ClickHouse
+
+Prints a table and writes bench/results/replay.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from aggregator import replay
+from bench.worker_load import counter_keys, zipf_picker
+from deploy.kafka import delete_topics, ensure_topic
+from schema import migrations
+from schema.event import LabelEvent, encode, encode_key
+from schema.settings import ClickHouseSettings, clickhouse_client
+
+BOOTSTRAP = "127.0.0.1:9092"
+RESULTS = Path(__file__).parent / "results" / "replay.txt"
+
+
+def events_of_a_closed_day(n: int) -> tuple[list[tuple[bytes, bytes, int]], datetime]:
+    day = (datetime.now(UTC) - timedelta(days=4)).replace(hour=0, minute=0, second=0, microsecond=0)
+    start_ms = int(day.timestamp() * 1000)
+    picks = zipf_picker(counter_keys(2000, 3), 3)
+    messages = []
+    for i in range(n):
+        event = LabelEvent(*next(picks), start_ms + i * 86_000_000 // n)
+        messages.append((encode_key(event), encode(event), event.ts_ms))
+    return messages, day
+
+
+async def preload(topic: str, messages: list[tuple[bytes, bytes, int]]) -> None:
+    from aiokafka import AIOKafkaProducer
+    from kafka.partitioner.default import murmur2
+
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks=1, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        batches: dict[int, Any] = {}
+        sends = []
+        for key, value, ts in messages:
+            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            batch = batches.setdefault(partition, producer.create_batch())
+            if batch.append(key=key, value=value, timestamp=ts) is None:
+                sends.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=ts)
+        for partition, batch in batches.items():
+            sends.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+def consumer() -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=BOOTSTRAP,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+    )
+
+
+def raw_kafka_python(topic: str, n: int) -> int:
+    c = consumer()
+    tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
+    c.assign(tps)
+    c.seek_to_beginning()
+    seen = 0
+    while seen < n:
+        for records in c.poll(timeout_ms=1000, max_records=10_000).values():
+            seen += len(records)
+    c.close()
+    return seen
+
+
+def raw_aiokafka(topic: str, n: int) -> int:
+    async def run() -> int:
+        from aiokafka import AIOKafkaConsumer
+
+        c = AIOKafkaConsumer(
+            topic, bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
+            fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,
+        )  # fmt: skip
+        await c.start()
+        seen = 0
+        try:
+            while seen < n:
+                for records in (await c.getmany(timeout_ms=1000, max_records=10_000)).values():
+                    seen += len(records)
+        finally:
+            await c.stop()
+        return seen
+
+    return asyncio.run(run())
+
+
+def run_replay(topic: str, day: datetime, settings: ClickHouseSettings, *, dry_run: bool) -> int:
+    c = consumer()
+    with clickhouse_client(settings) as client:
+        outcome = replay.replay(
+            c, client, BOOTSTRAP, topic, day.date(), day.date(),
+            tz=UTC, first_open_day=datetime.now(UTC).date() - timedelta(days=2), dry_run=dry_run,
+        )  # fmt: skip
+    c.close()
+    return outcome.counted.events_read
+
+
+def timed(run: Callable[[], int]) -> tuple[int, float]:
+    started = time.perf_counter()
+    seen = run()
+    return seen, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--core", type=int, default=1)
+    args = parser.parse_args()
+
+    topic = f"bench.replay.{uuid.uuid4().hex[:8]}"
+    database = f"bench_replay_{uuid.uuid4().hex[:8]}"
+    settings = ClickHouseSettings(database=database)
+    ensure_topic(BOOTSTRAP, topic, 6)
+    with clickhouse_client(settings, database="default") as admin:
+        migrations.create_database(admin, database)
+    with clickhouse_client(settings) as client:
+        migrations.migrate(client)
+    try:
+        messages, day = events_of_a_closed_day(args.events)
+        asyncio.run(preload(topic, messages))
+        os.sched_setaffinity(0, {args.core})
+        cases: list[tuple[str, Callable[[], int]]] = [
+            ("raw kafka-python consumer (read only)", lambda: raw_kafka_python(topic, args.events)),
+            ("raw aiokafka consumer (read only)", lambda: raw_aiokafka(topic, args.events)),
+            ("tally replay --dry-run (read, decode, count)", lambda: run_replay(topic, day, settings, dry_run=True)),
+            ("tally replay (... + stage, verify, swap)", lambda: run_replay(topic, day, settings, dry_run=False)),
+        ]
+        rows = []
+        for name, case in cases:
+            seen, seconds = timed(case)
+            assert seen == args.events, f"{name} read {seen} of {args.events}"
+            rows.append((name, seen, seconds, seen / seconds))
+        with clickhouse_client(settings) as client:
+            (total,) = client.execute("SELECT sum(counter) FROM daily_stats")[0]
+        assert total == args.events, f"replayed day holds {total} of {args.events}"
+    finally:
+        delete_topics(BOOTSTRAP, topic)
+        with clickhouse_client(settings, database="default") as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS `{database}`")
+    report(rows, args)
+
+
+def report(rows: list[tuple[str, int, float, float]], args: argparse.Namespace) -> None:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    floor = rows[0][3]
+    lines = [
+        f"replay benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine: {os.cpu_count()} cores, {cpu}; pinned to core {args.core}; Kafka and ClickHouse on the same machine",
+        f"command: python -m bench.replay --events {args.events}  (make bench-replay)",
+        f"{args.events:,} events of one closed day, ~2,000 counters (Zipf), 6 partitions",
+        "",
+        f"{'case':<48} {'events':>10} {'seconds':>8} {'events/s':>10} {'vs kafka-python':>16}",
+    ]
+    for name, seen, seconds, rate in rows:
+        lines.append(f"{name:<48} {seen:>10,} {seconds:>8.2f} {rate:>10,.0f} {rate / floor:>15.2f}x")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
