@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 UV := python3 -m uv
 TALLY := .venv/bin/tally
 
-.PHONY: up down status test lint unit install
+.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -19,7 +19,7 @@ status: install
 	$(TALLY) status
 
 ## test: lint, then the whole suite (starts the servers it needs, or reuses running ones)
-test: install lint
+test: install browser lint
 	.venv/bin/pytest
 
 ## unit: the tests that need no server
@@ -38,6 +38,25 @@ install: .venv/.installed node_modules/.installed
 	$(UV) sync --frozen
 	@touch $@
 
+## browser: Debian's chromium, which the stats page test drives headless (never a downloaded browser)
+browser: /usr/bin/chromium
+
+/usr/bin/chromium:
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends chromium
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+## bench-worker: the worker benchmark (about 10 minutes; README "Performance: worker")
+bench-worker: install
+	flock /tmp/tally-bench.lock .venv/bin/python -m bench.worker $(BENCH_ARGS)
+
+## bench-replay: replay throughput on one core beside raw consumers (about a minute; README "Rebuilding statistics")
+bench-replay: install
+	flock /tmp/tally-bench.lock .venv/bin/python -m bench.replay $(BENCH_ARGS)
+
+## bench-ingest: ingest on one core beside nginx and the app without Kafka (about 2 minutes; README "Performance: ingest")
+bench-ingest: install
+	flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest $(BENCH_ARGS)

@@ -11,7 +11,6 @@ tally worker    run a Faust worker in the foreground (run it again to add one)
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -93,6 +92,7 @@ def _ingest() -> int:
             log_config=logs.dict_config(settings.log_level),
             log_level=settings.log_level.lower(),
             access_log=False,  # TALLY_ACCESS_LOG logs answers in the app instead, without the client's address
+            proxy_headers=False,  # the client's address is never used: no IP is kept
             timeout_graceful_shutdown=10,
         )
     finally:
@@ -106,6 +106,7 @@ def _worker(worker_id: str | None) -> int:
 
     from aggregator.app import create_app
     from aggregator.settings import WorkerSettings
+    from deploy import logs
 
     stack = Stack(StackSettings.from_env(os.environ))
     if worker_id is None:
@@ -118,9 +119,9 @@ def _worker(worker_id: str | None) -> int:
     if own.pid() is None:  # started by hand, not by `tally up`: register it for status/down
         own.run_dir.mkdir(parents=True, exist_ok=True)
         own.pid_file.write_text(f"{os.getpid()}\n")
-    logging.basicConfig(level=logging.INFO)
+    logs.configure("INFO")
     app = create_app(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    faust.Worker(app, loglevel="INFO", quiet=True, logging_config=logs.dict_config("INFO")).execute_from_commandline()
     return 0
 
 

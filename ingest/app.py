@@ -7,6 +7,7 @@ closed on shutdown so a SIGTERM loses nothing that was acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,12 +19,15 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from ingest.api import ReadApi
 from ingest.errors import IngestError, as_response
+from ingest.metrics import IngestMetrics
+from ingest.observe import Observed, metrics_page, sample_producer_forever
 from ingest.pipeline import Pipeline
 from ingest.publish import KafkaPublisher, Publisher
-from ingest.query import StatsReader, get_stats
+from ingest.query import StatsReader
 from ingest.settings import IngestSettings
 from ingest.track import track, track_pixel, track_post
 
@@ -33,10 +37,13 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    kafka = await run_in_threadpool(request.state.publisher.ready)
-    clickhouse = await run_in_threadpool(request.state.stats_reader.ready)
-    ok = kafka and clickhouse
-    return JSONResponse({"kafka": kafka, "clickhouse": clickhouse}, status_code=200 if ok else 503)
+    """Ready when what this process's route groups use answers: Kafka for track, ClickHouse for query."""
+    checks: dict[str, bool] = {}
+    if request.state.publisher is not None:
+        checks["kafka"] = await run_in_threadpool(request.state.publisher.ready)
+    if request.state.stats_reader is not None:
+        checks["clickhouse"] = await run_in_threadpool(request.state.stats_reader.ready)
+    return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
 
 
 def create_app(
@@ -48,39 +55,57 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        publisher = (publisher_factory or _kafka_publisher)(settings)
-        reader = (reader_factory or _stats_reader)(settings)
+        publisher = (publisher_factory or _kafka_publisher)(settings) if "track" in settings.routes else None
+        reader = (reader_factory or _stats_reader)(settings) if "query" in settings.routes else None
+        metrics = IngestMetrics(
+            routes=[r.path for r in app.routes if isinstance(r, Route)],
+            mounts=[r.path for r in app.routes if isinstance(r, Mount)],
+        )
+        sampler = asyncio.create_task(sample_producer_forever(metrics, publisher))
         try:
             yield {
                 "publisher": publisher,
                 "stats_reader": reader,
                 "pipeline": Pipeline(settings.limits, settings.policy, settings.day_tz),
                 "day_tz": settings.day_tz,
+                "metrics": metrics,
             }
         finally:
-            await run_in_threadpool(publisher.close)
-            reader.close()
+            sampler.cancel()
+            metrics.close()
+            if publisher is not None:
+                await run_in_threadpool(publisher.close)
+            if reader is not None:
+                reader.close()
 
     return Starlette(
         routes=[
-            Route("/track/", track, methods=["GET"]),
-            Route("/track/", track_post, methods=["POST"]),
-            Route("/track.gif", track_pixel, methods=["GET"]),
-            Route("/get_stats/", get_stats, methods=["GET"]),
+            *(
+                [
+                    Route("/track/", track, methods=["GET"]),
+                    Route("/track/", track_post, methods=["POST"]),
+                    Route("/track.gif", track_pixel, methods=["GET"]),
+                ]
+                if "track" in settings.routes
+                else []
+            ),
+            *(ReadApi(settings.query, settings.day_tz).routes() if "query" in settings.routes else []),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_page),
         ],
         middleware=[
+            Middleware(Observed, access_log=settings.access_log),
             # A JSON POST from another origin is preflighted; sendBeacon's text/plain is not.
             # No credentials: Tally sets no cookie and reads none.
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Content-Type"],
-                expose_headers=["X-Tally-Dropped", "X-Tally-Error", "Retry-After"],
+                allow_headers=["Content-Type", "Authorization"],
+                expose_headers=["X-Tally-Dropped", "X-Tally-Error", "Retry-After", "X-Tally-Fresh-As-Of"],
                 max_age=86400,
-            )
+            ),
         ],
         exception_handlers={IngestError: as_response},
         lifespan=lifespan,

@@ -1,25 +1,36 @@
 """Label events onto the Kafka topic, answered only once Kafka has them.
 
-kafka-python's ``send()`` can block (waiting for metadata or buffer space)
-and its futures resolve on the producer's I/O thread. The event loop never
-waits on either: sends run in a worker thread with a short ``max_block_ms``,
-and acks come back through ``call_soon_threadsafe``. Backend threads that
-may block (:class:`ingest.client.Tracker`) wait on the same futures with
-``publish_blocking``, under the same deadline. Every wait is bounded:
-the producer's ``delivery_timeout_ms`` is shorter than how long a request
-waits, so when a request gives up, the producer has given up too and the
-events will not appear later behind a 503.
+kafka-python's ``send()`` waits for one thing only: the topic's metadata
+(version 3 has no buffer pool to wait for). Once the producer knows the
+topic's partitions, :meth:`KafkaPublisher.publish` sends on the event loop
+itself, where appending a record to a batch takes microseconds; before that
+(at startup, or while the topic is unknown) it sends from a worker thread,
+bounded by ``max_block_ms``. Acks come back on the producer's I/O thread:
+each record's callback counts down, and only the request's last ack (or its
+first failure) wakes the event loop, once per request.
+
+Every wait is bounded: the producer's ``delivery_timeout_ms`` is shorter
+than how long a request waits, so when a request gives up, the producer has
+given up too and the events will not appear later behind a 503. The events
+in flight (handed to the producer, not yet acked) are capped by
+``max_in_flight``: past it a request is answered 503 at once instead of
+queueing in memory while Kafka is slow or away. Backend threads
+(:class:`ingest.client.Tracker`) wait on the same futures with
+``publish_blocking``, under the same deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
+from kafka.partitioner import DefaultPartitioner, Partitioner, murmur2
 from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import BrokerUnavailable
@@ -46,11 +57,13 @@ class PublishSettings:
     delivery_timeout_ms: int = 5000
     """TALLY_PUBLISH_TIMEOUT_MS: how long a request may wait for Kafka's ack."""
     max_block_ms: int = 200
-    """TALLY_PUBLISH_MAX_BLOCK_MS: how long a send may wait for metadata or buffer space."""
+    """TALLY_PUBLISH_MAX_BLOCK_MS: how long a send may wait for the topic's metadata."""
     linger_ms: int = 2
     """TALLY_PUBLISH_LINGER_MS: how long the producer waits to fill a batch."""
     retry_after_s: int = 5
     """TALLY_RETRY_AFTER_S: the Retry-After of a 503."""
+    max_in_flight: int = 100_000
+    """TALLY_PUBLISH_MAX_IN_FLIGHT: events handed to the producer and not yet acked; past it, 503 at once."""
 
 
 class KafkaPublisher:
@@ -59,6 +72,8 @@ class KafkaPublisher:
     def __init__(self, bootstrap: str, topic: str, settings: PublishSettings) -> None:
         self.topic = topic
         self.settings = settings
+        self.in_flight = 0
+        """Events handed to the producer by ``publish`` and not yet settled (changed on the event loop only)."""
         request_timeout = max(settings.delivery_timeout_ms - settings.linger_ms - 100, 500)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
@@ -68,6 +83,7 @@ class KafkaPublisher:
             request_timeout_ms=request_timeout,
             delivery_timeout_ms=settings.delivery_timeout_ms,
             max_block_ms=settings.max_block_ms,
+            partitioner=RememberingPartitioner(),
             client_id="tally-ingest",
             # Given, so the constructor does not wait for a broker: ingest
             # starts (and answers 503) while Kafka is down.
@@ -79,16 +95,26 @@ class KafkaPublisher:
         return cls(kafka.bootstrap, kafka.topic, settings)
 
     async def publish(self, events: Sequence[LabelEvent]) -> None:
+        count = len(events)
+        if self.in_flight + count > self.settings.max_in_flight:
+            raise BrokerUnavailable(
+                f"more than {self.settings.max_in_flight} events waiting for Kafka", self.settings.retry_after_s, "full"
+            )
         loop = asyncio.get_running_loop()
-        acks = [loop.create_future() for _ in events]
+        acks = _Acks(loop, count)
+        self.in_flight += count
         try:
-            await run_in_threadpool(self._send, events, acks, loop)
+            if self._knows_topic():
+                self._send(events, acks)  # cannot block: see the module's docstring
+            else:
+                await run_in_threadpool(self._send, events, acks)
             async with asyncio.timeout(self.settings.delivery_timeout_ms / 1000 + 1):
-                await asyncio.gather(*acks)
-        except BrokerUnavailable:
-            raise
+                await acks.done
         except Exception as exc:
-            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s) from exc
+            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc)) from exc
+        finally:
+            self.in_flight -= count
+            acks.abandon()
 
     def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
         deadline = time.monotonic() + self.settings.delivery_timeout_ms / 1000 + 1
@@ -97,19 +123,23 @@ class KafkaPublisher:
             for future in sent:
                 future.get(timeout=max(deadline - time.monotonic(), 0))
         except Exception as exc:
-            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s) from exc
+            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc)) from exc
 
-    def _send(
-        self, events: Sequence[LabelEvent], acks: list[asyncio.Future[None]], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        for event, ack in zip(events, acks, strict=True):
+    def _send(self, events: Sequence[LabelEvent], acks: _Acks) -> None:
+        for event in events:
             future = self._send_one(event)
-            future.add_callback(_resolve, loop, ack)
-            future.add_errback(_reject, loop, ack)
+            future.add_callback(acks.acked)
+            future.add_errback(acks.failed)
 
     def _send_one(self, event: LabelEvent) -> Any:
-        """kafka-python's future of one record; may block up to ``max_block_ms``."""
-        return self._producer.send(self.topic, value=encode(event), key=encode_key(event))
+        """kafka-python's future of one record; may block up to ``max_block_ms`` while the topic is unknown."""
+        # The record's timestamp is the event's time, so a replay can find a day's
+        # events by timestamp (schema.event; aggregator.replay).
+        return self._producer.send(self.topic, value=encode(event), key=encode_key(event), timestamp_ms=event.ts_ms)
+
+    def _knows_topic(self) -> bool:
+        """Whether send() will not wait for metadata. kafka-python has no public way to ask without waiting."""
+        return self._producer._metadata.partitions_for_topic(self.topic) is not None
 
     def ready(self) -> bool:
         """Whether the producer knows where the topic's partitions are."""
@@ -118,27 +148,95 @@ class KafkaPublisher:
         except Exception:
             return False
 
+    def stats(self) -> dict[str, float]:
+        """kafka-python's producer-metrics figures (``record-queue-time-avg``, ...), for the metrics page."""
+        figures: dict[str, dict[str, float]] = self._producer.metrics() or {}
+        return dict(figures.get("producer-metrics", {}))
+
     def close(self) -> None:
         """Flush what is in flight, then close: a SIGTERM loses nothing acked."""
         self._producer.flush(timeout=self.settings.delivery_timeout_ms / 1000)
         self._producer.close(timeout=5)
 
 
-def _resolve(loop: asyncio.AbstractEventLoop, ack: asyncio.Future[None], _metadata: Any) -> None:
-    loop.call_soon_threadsafe(_settle, ack, None)
+class _Acks:
+    """Counts one request's acks down on the producer's I/O thread; wakes the event loop once."""
+
+    __slots__ = ("_lock", "_loop", "_remaining", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self._remaining = count
+        # Callbacks run on the I/O thread, or on the sender's thread if a record
+        # is acked before its callback is added.
+        self._lock = threading.Lock()
+
+    def abandon(self) -> None:
+        """The request is answered: acks that come later find ``done`` settled and leave it."""
+        if not self.done.done():
+            self.done.cancel()
+        elif not self.done.cancelled():
+            self.done.exception()  # retrieved: no "exception was never retrieved" at garbage collection
+
+    def acked(self, _metadata: object) -> None:
+        with self._lock:
+            self._remaining -= 1
+            if self._remaining:
+                return
+        self._loop.call_soon_threadsafe(_settle, self.done, None)
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._remaining <= 0:  # already settled
+                return
+            self._remaining = -1
+        self._loop.call_soon_threadsafe(_settle, self.done, exc)
 
 
-def _reject(loop: asyncio.AbstractEventLoop, ack: asyncio.Future[None], exc: BaseException) -> None:
-    loop.call_soon_threadsafe(_settle, ack, exc)
-
-
-def _settle(ack: asyncio.Future[None], exc: BaseException | None) -> None:
-    if ack.done():  # the request already gave up
+def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
+    if done.done():  # the request already gave up
         return
     if exc is None:
-        ack.set_result(None)
+        done.set_result(None)
     else:
-        ack.set_exception(exc)
+        done.set_exception(exc)
+
+
+MAX_REMEMBERED_KEYS: Final = 100_000
+
+
+class RememberingPartitioner(Partitioner):  # type: ignore[misc]  # kafka-python is untyped
+    """kafka-python's default choice for keyed records, with each key's hash remembered.
+
+    The same partition as :class:`kafka.partitioner.DefaultPartitioner` (murmur2
+    of the key, modulo the partition count), which the pure-Python murmur2
+    makes cost about 3 µs a record. Keys repeat (one per counter), so their
+    hashes are kept, up to MAX_REMEMBERED_KEYS (then forgotten all at once).
+    """
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._default = DefaultPartitioner()
+
+    def partition(
+        self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any, cluster: Any
+    ) -> int:
+        partitions = cluster.partitions_for_topic(topic)
+        if serialized_key is None or not partitions:
+            return int(self._default.partition(topic, key, serialized_key, value, serialized_value, cluster))
+        hashed = self._hashes.get(serialized_key)
+        if hashed is None:
+            if len(self._hashes) >= MAX_REMEMBERED_KEYS:
+                self._hashes.clear()
+            hashed = self._hashes[serialized_key] = murmur2(serialized_key) & 0x7FFFFFFF
+        ordered = sorted(partitions)
+        return int(ordered[hashed % len(ordered)])
+
+
+def _cause(exc: BaseException) -> str:
+    """For metrics: ``timeout`` (no ack in time) or ``error`` (Kafka or the producer refused)."""
+    return "timeout" if isinstance(exc, (TimeoutError, KafkaTimeoutError)) else "error"
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,8 +1,10 @@
-"""The read side: counts out of ClickHouse's ``daily_stats`` view.
+"""The read side's connection to ClickHouse, and the seed's heat-map query.
 
-``GET /get_stats/?dom_ids=a|b|`` is the seed's heat-map call, unchanged:
-today's counts (or ``day=YYYY-MM-DD``) as ``[[dom_id, counter, label], ...]``,
-one row per (dom_id, label), summed over categories.
+:class:`StatsReader` runs read queries on a small pool of connections, off
+the event loop. ``GET /get_stats/?dom_ids=a|b|`` (served by :mod:`ingest.api`)
+is the seed's call, unchanged: today's counts (or ``day=YYYY-MM-DD``) as
+``[[dom_id, counter, label], ...]``, one row per (dom_id, label), summed over
+categories, out of the ``daily_stats`` view.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
+from ingest import params
 from ingest.errors import InvalidBeacon, StoreUnavailable
 from schema.event import InvalidField, check_field
 from schema.settings import ClickHouseSettings, clickhouse_client
@@ -95,16 +96,9 @@ def parse_dom_ids(raw: str | None) -> list[str]:
 def parse_day(raw: str | None, tz: ZoneInfo) -> date:
     if raw is None:
         return datetime.now(tz).date()
-    try:
-        return date.fromisoformat(raw)
-    except ValueError as exc:
-        raise InvalidBeacon("day", "a date as YYYY-MM-DD") from exc
+    return params.parse_day("day", raw)
 
 
-async def get_stats(request: Request) -> JSONResponse:
-    reader: StatsReader = request.state.stats_reader
-    day_tz: ZoneInfo = request.state.day_tz
-    dom_ids = parse_dom_ids(request.query_params.get("dom_ids"))
-    day = parse_day(request.query_params.get("day"), day_tz)
-    rows = await reader.execute(STATS_BY_DOM_IDS, {"day": day, "dom_ids": tuple(dom_ids)})
-    return JSONResponse([[dom_id, int(counter), label] for dom_id, counter, label in rows])
+def stats_rows(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """The seed's answer: ``[[dom_id, counter, label], ...]``."""
+    return [[dom_id, int(counter), label] for dom_id, counter, label in rows]

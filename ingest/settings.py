@@ -10,6 +10,7 @@ from starlette.config import Config
 from starlette.datastructures import CommaSeparatedStrings
 
 from ingest.guard import Policy
+from ingest.params import QuerySettings, route_groups
 from ingest.publish import PublishSettings
 from ingest.validate import Limits
 from schema.event import InvalidField, check_field
@@ -31,6 +32,15 @@ class IngestSettings:
     """TALLY_INGEST_HOST"""
     port: int = 8000
     """TALLY_INGEST_PORT"""
+    routes: frozenset[str] = frozenset({"track", "query"})
+    """TALLY_ROUTES: the route groups this process serves: ``track`` (beacons), ``query`` (reads), or both."""
+    query: QuerySettings = field(default_factory=QuerySettings)
+    workers: int = 1
+    """TALLY_INGEST_WORKERS: processes serving the one port (uvicorn workers); each has its own producer."""
+    log_level: str = "INFO"
+    """TALLY_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr."""
+    access_log: bool = False
+    """TALLY_ACCESS_LOG: one log line per answer (method, path, status, duration; no query, no IP)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> IngestSettings:
@@ -42,6 +52,7 @@ class IngestSettings:
             max_block_ms=config("TALLY_PUBLISH_MAX_BLOCK_MS", cast=int, default=PublishSettings.max_block_ms),
             linger_ms=config("TALLY_PUBLISH_LINGER_MS", cast=int, default=PublishSettings.linger_ms),
             retry_after_s=config("TALLY_RETRY_AFTER_S", cast=int, default=PublishSettings.retry_after_s),
+            max_in_flight=_whole(config, "TALLY_PUBLISH_MAX_IN_FLIGHT", PublishSettings.max_in_flight),
         )
         return cls(
             kafka=KafkaSettings.from_config(config),
@@ -56,7 +67,26 @@ class IngestSettings:
             day_tz=zone(config, "TALLY_DAY_TZ", "UTC"),
             host=config("TALLY_INGEST_HOST", default=cls.host),
             port=config("TALLY_INGEST_PORT", cast=int, default=cls.port),
+            routes=route_groups(config),
+            query=QuerySettings.from_config(config),
+            workers=_whole(config, "TALLY_INGEST_WORKERS", cls.workers),
+            log_level=_log_level(config, "TALLY_LOG_LEVEL", cls.log_level),
+            access_log=config("TALLY_ACCESS_LOG", cast=bool, default=cls.access_log),
         )
+
+
+def _log_level(config: Config, key: str, default: str) -> str:
+    level = config(key, default=default).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingError(f"{key}={level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return str(level)
+
+
+def _whole(config: Config, key: str, default: int) -> int:
+    value: int = config(key, cast=int, default=default)
+    if value <= 0:
+        raise SettingError(f"{key}={value!r} must be greater than 0")
+    return value
 
 
 def _limits(config: Config) -> Limits:

@@ -11,11 +11,14 @@ Each answers only once Kafka has acked every published event (or 503).
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ingest import answer
-from ingest.errors import InvalidBeacon, TooLarge, UnsupportedMediaType
+from ingest.errors import BrokerUnavailable, InvalidBeacon, TooLarge, UnsupportedMediaType
+from ingest.metrics import IngestMetrics
 from ingest.outcome import Outcome
 from ingest.pipeline import Pipeline
 from ingest.publish import Publisher
@@ -33,7 +36,11 @@ async def track_post(request: Request) -> Response:
     pipeline: Pipeline = request.state.pipeline
     json_declared = _is_json(request.headers.get("content-type"))
     body = await read_body(request, pipeline.limits.max_body_bytes)
-    outcome = pipeline.body(body, json_declared, request.headers.get("user-agent"))
+    try:
+        outcome = pipeline.body(body, json_declared, request.headers.get("user-agent"))
+    except InvalidBeacon as refused:  # a JSON body whose every event was bad: each one a drop
+        _metrics(request).dropped(refused.dropped)
+        raise
     await _publish(request, outcome)
     return answer.accepted(outcome)
 
@@ -50,9 +57,24 @@ async def _query(request: Request) -> Outcome:
 
 
 async def _publish(request: Request, outcome: Outcome) -> None:
+    """Publish the outcome's events; count them, and its drops, once the answer is a 2xx."""
+    metrics = _metrics(request)
     if outcome.events:
         publisher: Publisher = request.state.publisher
-        await publisher.publish(outcome.events)
+        started = time.perf_counter()
+        try:
+            await publisher.publish(outcome.events)
+        except BrokerUnavailable as unavailable:
+            metrics.publish_failed(unavailable.cause)
+            raise
+        metrics.published(len(outcome.events), time.perf_counter() - started)
+    if outcome.drops:
+        metrics.dropped(outcome.drops)
+
+
+def _metrics(request: Request) -> IngestMetrics:
+    metrics: IngestMetrics = request.state.metrics
+    return metrics
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

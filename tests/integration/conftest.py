@@ -29,6 +29,10 @@ T = TypeVar("T")
 PARTITIONS = 6
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives Debian's headless Chromium (/usr/bin/chromium)")
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     stack = Stack(StackSettings.from_env(os.environ))

@@ -17,9 +17,15 @@ from starlette.testclient import TestClient
 from ingest.answer import TRANSPARENT_GIF
 from ingest.app import create_app
 from ingest.errors import BrokerUnavailable
+from ingest.params import QuerySettings
 from ingest.settings import IngestSettings
 from ingest.validate import Limits
 from schema.event import LabelEvent, encode
+
+READ_TOKEN = "unit-test-read-token"
+AUTH = {"authorization": f"Bearer {READ_TOKEN}"}
+DEFAULTS = IngestSettings(query=QuerySettings(read_tokens=(READ_TOKEN,)))
+"""The documented defaults, with a read token for the query routes."""
 
 
 class FakePublisher:
@@ -76,8 +82,8 @@ def reader() -> FakeReader:
 def running(
     publisher: FakePublisher, settings: IngestSettings | None = None, reader: FakeReader | None = None
 ) -> Iterator[TestClient]:
-    """The app with ``settings`` (default: the documented defaults), behind fakes."""
-    app = create_app(settings or IngestSettings(), lambda _: publisher, lambda _: reader or FakeReader())
+    """The app with ``settings`` (default: the documented defaults and a read token), behind fakes."""
+    app = create_app(settings or DEFAULTS, lambda _: publisher, lambda _: reader or FakeReader())
     with TestClient(app) as client:
         yield client
 
@@ -117,7 +123,7 @@ def test_broker_down_is_503_with_retry_after(client: TestClient, publisher: Fake
 
 
 def test_get_stats_seed_shape_with_trailing_pipe(client: TestClient, reader: FakeReader) -> None:
-    response = client.get("/get_stats/?dom_ids=link1|link2|")
+    response = client.get("/get_stats/?dom_ids=link1|link2|", headers=AUTH)
     assert response.status_code == 200
     assert response.json() == [["link1", 3, "signup"], ["link2", 3, "signup"]]
     assert reader.queries[0]["dom_ids"] == ("link1", "link2")
@@ -128,7 +134,7 @@ def test_get_stats_seed_shape_with_trailing_pipe(client: TestClient, reader: Fak
     [("", "dom_ids"), ("?dom_ids=|", "dom_ids"), ("?dom_ids=a|b%20c", "dom_ids[1]"), ("?dom_ids=a&day=monday", "day")],
 )
 def test_get_stats_bad_parameters_are_400(client: TestClient, reader: FakeReader, query: str, field: str) -> None:
-    response = client.get(f"/get_stats/{query}")
+    response = client.get(f"/get_stats/{query}", headers=AUTH)
     assert response.status_code == 400
     assert response.json()["field"] == field
     assert reader.queries == []

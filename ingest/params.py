@@ -1,0 +1,284 @@
+"""The read API's parameters: named limits, one spec per parameter, parsed or refused.
+
+Every parameter of ``/api/v1`` is declared once here (:data:`PARAMS`), with
+its description and the JSON schema of its value. The same specs validate a
+request (:func:`parse`) and document it (:mod:`ingest.openapi`), so the
+OpenAPI document cannot drift from what the app accepts.
+
+Any rule broken is a 400 naming the field and the rule: a malformed or
+out-of-range date, a range longer than ``max_days``, too many values in a
+list, a value that breaks its field rule (:mod:`schema.event`), an unknown
+parameter, or a single-valued one given twice. Nothing is truncated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Final, Literal
+
+from starlette.config import Config
+from starlette.datastructures import CommaSeparatedStrings, QueryParams
+
+from ingest.errors import InvalidParameter
+from schema.event import CATEGORY_RULE, MAX_CATEGORY_LEN, MAX_DOM_ID_LEN, MAX_LABEL_LEN, InvalidField, check_field
+from schema.settings import SettingError
+
+# ClickHouse's Date: days since 1970 in a UInt16. Kept well inside it.
+FIRST_DAY: Final = date(1970, 1, 1)
+LAST_DAY: Final = date(2105, 12, 31)
+DEFAULT_DAYS: Final = 7
+"""Without ``from``, a range ends ``to`` (default: today) and spans this many days."""
+MAX_VALUES_PER_FILTER: Final = 500
+"""Values of one list parameter (``label``, ``category``, ``dom_id``); as ``/get_stats/``'s dom ids."""
+MAX_SEARCH_LEN: Final = MAX_LABEL_LEN
+DEFAULT_LIMIT: Final = 1000
+DEFAULT_TOP: Final = 10
+
+GROUP_KEYS: Final = ("day", "hour", "label", "category", "dom_id")
+"""What counts can be grouped by, in the order their columns come out."""
+TOP_KEYS: Final = ("label", "category", "dom_id")
+FORMATS: Final = ("json", "csv")
+ORDERS: Final = ("key", "counter")
+ROUTE_GROUPS: Final = ("track", "query")
+MIN_TOKEN_LEN: Final = 16
+"""A read token shorter than this is refused at startup: a guessable token is no protection."""
+
+_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_WHOLE: Final = re.compile(r"[0-9]{1,9}")
+_SEARCH: Final = CATEGORY_RULE  # letters, digits and _ . - /: any part of a label
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """The read side's settings and limits, each from its ``TALLY_`` variable (see the README)."""
+
+    read_tokens: tuple[str, ...] = ()
+    """TALLY_READ_TOKENS: comma-separated bearer tokens with read scope; none set, every read is refused."""
+    public_get_stats: bool = False
+    """TALLY_PUBLIC_GET_STATS: serve ``/get_stats/`` without a token, for sites that show counts to visitors."""
+    max_days: int = 366
+    """TALLY_API_MAX_DAYS: the longest date range of one query, in days."""
+    max_rows: int = 10_000
+    """TALLY_API_MAX_ROWS: the most rows one answer holds (``limit``, ``n``)."""
+    cache_ttl_s: float = 1.0
+    """TALLY_QUERY_CACHE_TTL_S: how long an answer is reused for the same query; 0 turns the cache off."""
+    cache_max_rows: int = 100_000
+    """TALLY_QUERY_CACHE_MAX_ROWS: rows held by the cache in all, its bound in memory."""
+
+    @classmethod
+    def from_config(cls, config: Config) -> QuerySettings:
+        tokens = tuple(config("TALLY_READ_TOKENS", cast=CommaSeparatedStrings, default=""))
+        for token in tokens:
+            if len(token) < MIN_TOKEN_LEN or any(c.isspace() for c in token):
+                raise SettingError(f"TALLY_READ_TOKENS: each token needs {MIN_TOKEN_LEN}+ characters, no spaces")
+        settings = cls(
+            read_tokens=tokens,
+            public_get_stats=config("TALLY_PUBLIC_GET_STATS", cast=bool, default=cls.public_get_stats),
+            max_days=config("TALLY_API_MAX_DAYS", cast=int, default=cls.max_days),
+            max_rows=config("TALLY_API_MAX_ROWS", cast=int, default=cls.max_rows),
+            cache_ttl_s=config("TALLY_QUERY_CACHE_TTL_S", cast=float, default=cls.cache_ttl_s),
+            cache_max_rows=config("TALLY_QUERY_CACHE_MAX_ROWS", cast=int, default=cls.cache_max_rows),
+        )
+        for key, value in (
+            ("TALLY_API_MAX_DAYS", settings.max_days),
+            ("TALLY_API_MAX_ROWS", settings.max_rows),
+            ("TALLY_QUERY_CACHE_MAX_ROWS", settings.cache_max_rows),
+        ):
+            if value <= 0:
+                raise SettingError(f"{key}={value!r} must be greater than 0")
+        if settings.cache_ttl_s < 0:
+            raise SettingError(f"TALLY_QUERY_CACHE_TTL_S={settings.cache_ttl_s!r} must be 0 (off) or more")
+        return settings
+
+
+def route_groups(config: Config) -> frozenset[str]:
+    """TALLY_ROUTES: which route groups this process serves (``track``, ``query``, or both)."""
+    groups = frozenset(config("TALLY_ROUTES", cast=CommaSeparatedStrings, default="track,query"))
+    if not groups or not groups <= set(ROUTE_GROUPS):
+        raise SettingError(f"TALLY_ROUTES={','.join(sorted(groups))!r}: one or more of {', '.join(ROUTE_GROUPS)}")
+    return groups
+
+
+# -- the parameters -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    description: str
+    schema: Mapping[str, Any]
+    """JSON schema of one value."""
+    repeated: bool = False
+    """A list, given as the parameter repeated: ``label=a&label=b``."""
+
+
+def _date_param(name: str, description: str) -> Param:
+    return Param(name, description, {"type": "string", "format": "date", "pattern": _DATE.pattern})
+
+
+def _field_param(name: str, min_len: int, max_len: int, description: str) -> Param:
+    return Param(name, description, {"type": "string", "minLength": min_len, "maxLength": max_len}, repeated=True)
+
+
+PARAMS: Final = {
+    p.name: p
+    for p in (
+        _date_param("from", f"First day (YYYY-MM-DD, in TALLY_DAY_TZ), inclusive. Default: `to` - {DEFAULT_DAYS - 1}."),
+        _date_param("to", "Last day (YYYY-MM-DD), inclusive. Default: today."),
+        _field_param("label", 1, MAX_LABEL_LEN, "Only these labels; repeat for several."),
+        _field_param("category", 0, MAX_CATEGORY_LEN, "Only these categories (empty: none); repeat for several."),
+        _field_param("dom_id", 0, MAX_DOM_ID_LEN, "Only these dom ids (empty: none); repeat for several."),
+        Param(
+            "q",
+            "Labels containing this text, ignoring case.",
+            {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH_LEN},
+        ),
+        Param(
+            "group_by",
+            "Group counts by these keys (repeat for several); none: one total. `hour` reads the hourly counts.",
+            {"type": "string", "enum": list(GROUP_KEYS)},
+            repeated=True,
+        ),
+        Param("order", "Rows by their keys, or by counter (highest first).", {"type": "string", "enum": list(ORDERS)}),
+        Param("limit", "The most rows to return.", {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT}),
+        Param("by", "What to rank.", {"type": "string", "enum": list(TOP_KEYS), "default": "label"}),
+        Param("n", "How many to return.", {"type": "integer", "minimum": 1, "default": DEFAULT_TOP}),
+        Param("format", "JSON, or CSV with a header row.", {"type": "string", "enum": [*FORMATS], "default": "json"}),
+    )
+}
+
+_FILTERS: Final = ("from", "to", "label", "category", "dom_id", "q")
+ENDPOINT_PARAMS: Final[Mapping[str, tuple[str, ...]]] = {
+    "counts": (*_FILTERS, "group_by", "order", "limit", "format"),
+    "top": (*_FILTERS, "by", "n", "format"),
+    "labels": ("from", "to", "category", "q", "limit", "format"),
+    "categories": ("from", "to", "label", "limit", "format"),
+}
+
+
+# -- parsed ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CountsRequest:
+    """One read: filters, grouping, order and size. Every endpoint of /api/v1 is one of these."""
+
+    start: date
+    end: date
+    labels: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    dom_ids: tuple[str, ...] = ()
+    search: str | None = None
+    group_by: tuple[str, ...] = ()
+    order: Literal["key", "counter"] = "key"
+    limit: int = DEFAULT_LIMIT
+    format: Literal["json", "csv"] = "json"
+
+
+def parse(endpoint: str, query: QueryParams, settings: QuerySettings, today: date) -> CountsRequest:
+    """The request of ``endpoint`` (a key of :data:`ENDPOINT_PARAMS`), or InvalidParameter."""
+    allowed = ENDPOINT_PARAMS[endpoint]
+    for name in query:
+        if name not in allowed:
+            raise InvalidParameter(name, f"unknown parameter; this endpoint takes {', '.join(allowed)}")
+    values = {name: query.getlist(name) for name in allowed if name in query}
+    for name, given in values.items():
+        if not PARAMS[name].repeated and len(given) > 1:
+            raise InvalidParameter(name, "given once")
+    one = {name: given[0] for name, given in values.items() if not PARAMS[name].repeated}
+
+    start, end = _range(one.get("from"), one.get("to"), settings.max_days, today)
+    fields: dict[str, Any] = {
+        "start": start,
+        "end": end,
+        "labels": _field_values("label", values.get("label", [])),
+        "categories": _field_values("category", values.get("category", [])),
+        "dom_ids": _field_values("dom_id", values.get("dom_id", [])),
+        "search": _search(one.get("q")),
+        "format": _choice("format", one.get("format", "json"), FORMATS),
+    }
+    if endpoint == "counts":
+        fields["group_by"] = _group_by(values.get("group_by", []))
+        fields["order"] = _choice("order", one.get("order", "key"), ORDERS)
+        fields["limit"] = _whole("limit", one.get("limit"), DEFAULT_LIMIT, settings.max_rows)
+    elif endpoint == "top":
+        fields["group_by"] = (_choice("by", one.get("by", "label"), TOP_KEYS),)
+        fields["order"] = "counter"
+        fields["limit"] = _whole("n", one.get("n"), DEFAULT_TOP, settings.max_rows)
+    else:  # labels, categories: what is known, with its count
+        fields["group_by"] = ("label",) if endpoint == "labels" else ("category",)
+        fields["limit"] = _whole("limit", one.get("limit"), DEFAULT_LIMIT, settings.max_rows)
+    return CountsRequest(**fields)
+
+
+def parse_day(name: str, raw: str) -> date:
+    """A date as ``YYYY-MM-DD`` that ClickHouse can store, or InvalidParameter naming ``name``."""
+    if not _DATE.fullmatch(raw):
+        raise InvalidParameter(name, "a date as YYYY-MM-DD")
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError as exc:
+        raise InvalidParameter(name, "a date as YYYY-MM-DD") from exc
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidParameter(name, f"between {FIRST_DAY} and {LAST_DAY}")
+    return day
+
+
+def _range(raw_from: str | None, raw_to: str | None, max_days: int, today: date) -> tuple[date, date]:
+    end = parse_day("to", raw_to) if raw_to is not None else today
+    if raw_from is not None:
+        start = parse_day("from", raw_from)
+    else:
+        start = max(FIRST_DAY, end - timedelta(days=DEFAULT_DAYS - 1))
+    if start > end:
+        raise InvalidParameter("from", f"on or before to ({end})")
+    if (end - start).days + 1 > max_days:
+        raise InvalidParameter("from", f"a range of at most {max_days} days (from {start} to {end} is longer)")
+    return start, end
+
+
+def _field_values(name: str, given: Sequence[str]) -> tuple[str, ...]:
+    if len(given) > MAX_VALUES_PER_FILTER:
+        raise InvalidParameter(name, f"at most {MAX_VALUES_PER_FILTER} values")
+    for index, value in enumerate(given):
+        try:
+            check_field(name, value)
+        except InvalidField as exc:
+            raise InvalidParameter(f"{name}[{index}]", exc.rule) from exc
+    return tuple(dict.fromkeys(given))
+
+
+def _search(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= MAX_SEARCH_LEN:
+        raise InvalidParameter("q", f"1 to {MAX_SEARCH_LEN} characters")
+    if not _SEARCH.fullmatch(raw):
+        raise InvalidParameter("q", "only letters, digits and _ . - /")
+    return raw
+
+
+def _group_by(given: Sequence[str]) -> tuple[str, ...]:
+    for index, key in enumerate(given):
+        _choice(f"group_by[{index}]", key, GROUP_KEYS)
+    return tuple(key for key in GROUP_KEYS if key in given)
+
+
+def _choice(name: str, raw: str, choices: Sequence[str]) -> Any:
+    if raw not in choices:
+        raise InvalidParameter(name, f"one of {', '.join(choices)}")
+    return raw
+
+
+def _whole(name: str, raw: str | None, default: int, maximum: int) -> int:
+    if raw is None:
+        return min(default, maximum)
+    if not _WHOLE.fullmatch(raw):
+        raise InvalidParameter(name, f"a whole number from 1 to {maximum}")
+    value = int(raw)
+    if not 1 <= value <= maximum:
+        raise InvalidParameter(name, f"a whole number from 1 to {maximum}")
+    return value

@@ -1,0 +1,236 @@
+"""Operating ingest: what /metrics says after real answers, the access log, JSON logs, the settings.
+
+Metrics are read the way Prometheus reads them: the text of ``GET /metrics``.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from kafka.cluster import ClusterMetadata
+from kafka.partitioner import DefaultPartitioner
+from prometheus_client.parser import text_string_to_metric_families
+from pythonjsonlogger.json import JsonFormatter
+from starlette.testclient import TestClient
+
+from deploy.logs import dict_config
+from ingest.publish import RememberingPartitioner, _Acks
+from ingest.settings import IngestSettings
+from schema.event import LabelEvent
+from schema.settings import SettingError
+from tests.unit.test_ingest_app import DEFAULTS, FakePublisher, running
+
+BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"}
+
+
+def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics: (name, sorted labels) -> value."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def requests(
+    metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], route: str, method: str, status: int
+) -> float:
+    key = ("tally_ingest_requests_total", (("method", method), ("route", route), ("status", str(status))))
+    return metrics.get(key, 0.0)
+
+
+def test_metrics_count_answers_events_and_drops_by_reason() -> None:
+    publisher = FakePublisher()
+    with running(publisher) as client:
+        assert client.get("/track/", params={"labels": "signup:forms:btn1|home"}, headers=BROWSER).status_code == 202
+        assert (
+            client.get("/track.gif", params={"labels": "home"}, headers={"user-agent": "Googlebot/2.1"}).status_code
+            == 200
+        )
+        batch = {"events": [{"label": "ok"}, {"label": "bad label"}]}
+        assert client.post("/track/", json=batch, headers=BROWSER).status_code == 202
+        all_bad = {"events": [{"label": "bad label"}, {"label": "worse!"}]}
+        assert client.post("/track/", json=all_bad, headers=BROWSER).status_code == 400
+        assert client.get("/no/such/page").status_code == 404
+        metrics = scrape(client)
+
+    assert requests(metrics, "/track/", "GET", 202) == 1
+    assert requests(metrics, "/track.gif", "GET", 200) == 1
+    assert requests(metrics, "/track/", "POST", 202) == 1
+    assert requests(metrics, "/track/", "POST", 400) == 1
+    assert requests(metrics, "other", "GET", 404) == 1
+    assert metrics[("tally_ingest_events_accepted_total", ())] == 3 == len(publisher.published)
+    dropped = {reason: metrics[("tally_ingest_events_dropped_total", (("reason", reason),))] for reason in
+               ("invalid", "bot", "not_allowed", "overflow")}  # fmt: skip
+    assert dropped == {"invalid": 3, "bot": 1, "not_allowed": 0, "overflow": 0}
+    assert metrics[("tally_ingest_publish_seconds_count", ())] == 2  # two requests published (the bot's did not)
+
+
+def test_a_503_is_counted_with_its_cause() -> None:
+    publisher = FakePublisher()
+    publisher.down = True
+    with running(publisher) as client:
+        assert client.get("/track/", params={"labels": "signup"}).status_code == 503
+        metrics = scrape(client)
+    assert requests(metrics, "/track/", "GET", 503) == 1
+    assert metrics[("tally_ingest_publish_failed_total", (("reason", "error"),))] == 1
+    assert metrics[("tally_ingest_events_accepted_total", ())] == 0
+
+
+class ProducerLike(FakePublisher):
+    """A fake with the KafkaPublisher's figures."""
+
+    in_flight = 42
+
+    def stats(self) -> dict[str, float]:
+        return {"record-queue-time-avg": 0.003, "record-queue-time-max": 0.02, "requests-in-flight": 2.0}
+
+
+def test_the_producers_buffer_is_on_the_metrics_page() -> None:
+    with running(ProducerLike()) as client:
+        metrics = scrape(client)
+    assert metrics[("tally_ingest_events_in_flight", ())] == 42
+    assert metrics[("tally_ingest_producer_record_queue_seconds_avg", ())] == 0.003
+    assert metrics[("tally_ingest_producer_record_queue_seconds_max", ())] == 0.02
+    assert metrics[("tally_ingest_producer_requests_in_flight", ())] == 2
+
+
+def test_each_app_counts_on_its_own_registry() -> None:
+    with running(FakePublisher()) as first, running(FakePublisher()) as second:
+        first.get("/track/", params={"labels": "a"})
+        first.get("/track/", params={"labels": "a"})
+        second.get("/track/", params={"labels": "a"})
+        assert requests(scrape(first), "/track/", "GET", 202) == 2
+        assert requests(scrape(second), "/track/", "GET", 202) == 1
+
+
+def test_no_access_log_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ingest.access"), running(FakePublisher()) as client:
+        client.get("/track/", params={"labels": "a"})
+    assert [r for r in caplog.records if r.name == "ingest.access"] == []
+
+
+def test_the_access_log_has_fields_and_no_query_nor_address(caplog: pytest.LogCaptureFixture) -> None:
+    settings = IngestSettings(query=DEFAULTS.query, access_log=True)
+    with caplog.at_level(logging.INFO, logger="ingest.access"), running(FakePublisher(), settings) as client:
+        client.get("/track/", params={"labels": "secret_label"})
+    (record,) = [r for r in caplog.records if r.name == "ingest.access"]
+    fields = record.__dict__
+    assert (fields["method"], fields["path"], fields["status"]) == ("GET", "/track/", 202)
+    assert fields["duration_ms"] >= 0
+    line = json.loads(JsonFormatter(**_json_formatter_options()).format(record))
+    assert "secret_label" not in json.dumps(line) and "testclient" not in json.dumps(line)
+
+
+def _json_formatter_options() -> dict[str, Any]:
+    options = dict(dict_config()["formatters"]["json"])
+    del options["()"]
+    return options
+
+
+def test_a_log_record_is_one_json_line_with_level_logger_message_and_extras() -> None:
+    assert dict_config()["formatters"]["json"]["()"] == "pythonjsonlogger.json.JsonFormatter"
+    record = logging.LogRecord("ingest.publish", logging.WARNING, __file__, 1, "Kafka %s", ("away",), None)
+    record.__dict__["topic"] = "tally.events"
+    text = JsonFormatter(**_json_formatter_options()).format(record)
+    assert "\n" not in text
+    line = json.loads(text)
+    assert {k: line[k] for k in ("level", "logger", "message", "topic")} == {
+        "level": "WARNING",
+        "logger": "ingest.publish",
+        "message": "Kafka away",
+        "topic": "tally.events",
+    }
+    assert line["time"].endswith("+00:00")
+
+
+def test_libraries_are_quieter_than_the_service() -> None:
+    loggers = dict_config("DEBUG")["loggers"]
+    assert loggers["kafka"]["level"] == "WARNING"
+    assert dict_config("ERROR")["loggers"]["kafka"]["level"] == "ERROR"
+
+
+def test_operations_settings_from_the_environment() -> None:
+    defaults = IngestSettings.from_env({})
+    assert (defaults.workers, defaults.log_level, defaults.access_log) == (1, "INFO", False)
+    assert defaults.publish.max_in_flight == 100_000
+    given = IngestSettings.from_env(
+        {"TALLY_INGEST_WORKERS": "4", "TALLY_LOG_LEVEL": "warning", "TALLY_ACCESS_LOG": "true"}
+    )
+    assert (given.workers, given.log_level, given.access_log) == (4, "WARNING", True)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("TALLY_INGEST_WORKERS", "0"), ("TALLY_LOG_LEVEL", "loud"), ("TALLY_PUBLISH_MAX_IN_FLIGHT", "-1")],
+)
+def test_bad_operations_settings_name_the_key(key: str, value: str) -> None:
+    with pytest.raises(SettingError, match=key):
+        IngestSettings.from_env({key: value})
+
+
+# -- the publisher's pieces, without a broker ------------------------------------------------------
+
+
+def cluster_with(topic: str, partitions: int) -> Any:
+    class Cluster(ClusterMetadata):
+        def partitions_for_topic(self, name: str) -> set[int] | None:
+            return set(range(partitions)) if name == topic else None
+
+        def available_partitions_for_topic(self, name: str) -> set[int]:
+            return set(range(partitions))
+
+        def topics(self, exclude_internal_topics: bool = True) -> set[str]:
+            return {topic}
+
+    return Cluster()
+
+
+@pytest.mark.parametrize("partitions", [1, 6, 7])
+def test_the_remembering_partitioner_chooses_what_kafka_pythons_default_would(partitions: int) -> None:
+    cluster = cluster_with("t", partitions)
+    ours, default = RememberingPartitioner(), DefaultPartitioner()
+    keys = [f"label{n}:cat{n % 3}:btn{n % 7}".encode() for n in range(500)]
+    for key in keys + keys:  # the second round comes from memory
+        assert ours.partition("t", key, key, None, b"v", cluster) == default.partition(
+            "t", key, key, None, b"v", cluster
+        )
+
+
+def test_acks_wake_the_request_once_after_the_last_one_or_at_the_first_failure() -> None:
+    async def settled_after_each(outcomes: Sequence[BaseException | None]) -> tuple[list[bool], object]:
+        """Feed acks (None) or failures from another thread; whether the request was woken after each."""
+        loop = asyncio.get_running_loop()
+        acks = _Acks(loop, len(outcomes))
+        settled = []
+        for outcome in outcomes:
+            await loop.run_in_executor(None, acks.acked if outcome is None else acks.failed, outcome)
+            await asyncio.sleep(0)  # let call_soon_threadsafe's callback run
+            settled.append(acks.done.done())
+        result = acks.done.exception() or "acked"
+        acks.abandon()
+        return settled, result
+
+    assert asyncio.run(settled_after_each([None, None, None])) == ([False, False, True], "acked")
+    failure = RuntimeError("NotEnoughReplicas")
+    assert asyncio.run(settled_after_each([None, failure, None])) == ([False, True, True], failure)
+
+
+def test_a_full_buffer_is_a_503_at_once() -> None:
+    from ingest.errors import BrokerUnavailable
+    from ingest.publish import KafkaPublisher, PublishSettings
+
+    publisher = KafkaPublisher("127.0.0.1:1", "t", PublishSettings(max_in_flight=2))
+    try:
+        publisher.in_flight = 1
+        with pytest.raises(BrokerUnavailable, match="more than 2 events waiting") as refused:
+            asyncio.run(publisher.publish([LabelEvent("a", "", "", 1), LabelEvent("b", "", "", 1)]))
+        assert refused.value.cause == "full"
+    finally:
+        publisher._producer.close(timeout=0)
