@@ -146,10 +146,10 @@ def delete_groups(bootstrap: str, groups: Sequence[str]) -> None:
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="tally-bench")
     try:
-        known = {g[0] if isinstance(g, tuple) else g.group_id for g in admin.list_consumer_groups()}
+        known = {group["group_id"] for group in admin.list_groups()}
         doomed = [g for g in groups if g in known]
         if doomed:
-            admin.delete_consumer_groups(doomed)
+            admin.delete_groups(doomed)
     finally:
         admin.close()
 

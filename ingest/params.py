@@ -262,6 +262,8 @@ def _search(raw: str | None) -> str | None:
 
 
 def _group_by(given: Sequence[str]) -> tuple[str, ...]:
+    if len(given) > MAX_VALUES_PER_FILTER:  # the same bound as every repeated parameter (OpenAPI maxItems)
+        raise InvalidParameter("group_by", f"at most {MAX_VALUES_PER_FILTER} values")
     for index, key in enumerate(given):
         _choice(f"group_by[{index}]", key, GROUP_KEYS)
     return tuple(key for key in GROUP_KEYS if key in given)

@@ -2,7 +2,14 @@
 
 import os
 
+import hypothesis
 import pytest
+
+# In CI the property-based tests (fuzzing, schemathesis) run the same examples
+# every time: a red run is reproducible and never a coin toss. Locally they explore.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI") == "true":
+    hypothesis.settings.load_profile("ci")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

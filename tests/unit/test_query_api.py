@@ -391,3 +391,12 @@ def test_the_local_stack_keeps_get_stats_public_and_has_a_dev_token(monkeypatch:
     settings = IngestSettings.from_env(Stack(StackSettings())._service_env())
     assert settings.query.public_get_stats is True
     assert settings.query.read_tokens == (DEV_READ_TOKEN,)
+
+
+def test_group_by_repeated_past_the_list_limit_is_400() -> None:
+    from ingest.errors import InvalidParameter
+    from ingest.params import MAX_VALUES_PER_FILTER, _group_by
+
+    with pytest.raises(InvalidParameter) as caught:
+        _group_by(["day"] * (MAX_VALUES_PER_FILTER + 1))
+    assert caught.value.field == "group_by"
