@@ -25,9 +25,9 @@ class WorkerSettings:
     """TALLY_WORKER_STORE: memory:// or rocksdb:// (needs the rocksdict package)."""
     data_dir: str = ".stack/worker"
     """TALLY_WORKER_DATA_DIR: where Faust keeps local state."""
-    batch_max: int = 5000
+    batch_max: int = 50_000
     """TALLY_WORKER_BATCH_MAX: events counted per batch at most."""
-    batch_within_s: float = 0.25
+    batch_within_s: float = 1.0
     """TALLY_WORKER_BATCH_WITHIN_S: how long to wait to fill a batch."""
     flush_interval_s: float = 1.0
     """TALLY_WORKER_FLUSH_INTERVAL_S: how often changed counts are written to ClickHouse."""

@@ -103,6 +103,7 @@ def _ingest() -> int:
 
 def _worker(worker_id: str | None) -> int:
     import faust
+    import mode.loop
 
     from aggregator.app import create_app
     from aggregator.settings import WorkerSettings
@@ -120,6 +121,7 @@ def _worker(worker_id: str | None) -> int:
         own.run_dir.mkdir(parents=True, exist_ok=True)
         own.pid_file.write_text(f"{os.getpid()}\n")
     logs.configure("INFO")
+    mode.loop.use("uvloop")  # a quarter more events/s on one core (bench/worker.py)
     app = create_app(settings)
     faust.Worker(app, loglevel="INFO", quiet=True, logging_config=logs.dict_config("INFO")).execute_from_commandline()
     return 0
