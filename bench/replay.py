@@ -24,12 +24,11 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from aggregator import replay
-from bench.worker_load import counter_keys, zipf_picker
+from bench.worker_load import counter_keys, preload, zipf_picker
 from deploy.kafka import delete_topics, ensure_topic
 from schema import migrations
 from schema.event import LabelEvent, encode, encode_key
@@ -48,30 +47,6 @@ def events_of_a_closed_day(n: int) -> tuple[list[tuple[bytes, bytes, int]], date
         event = LabelEvent(*next(picks), start_ms + i * 86_000_000 // n)
         messages.append((encode_key(event), encode(event), event.ts_ms))
     return messages, day
-
-
-async def preload(topic: str, messages: list[tuple[bytes, bytes, int]]) -> None:
-    from aiokafka import AIOKafkaProducer
-    from kafka.partitioner.default import murmur2
-
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks=1, max_batch_size=1 << 20)
-    await producer.start()
-    try:
-        partitions = sorted(await producer.partitions_for(topic))
-        batches: dict[int, Any] = {}
-        sends = []
-        for key, value, ts in messages:
-            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            batch = batches.setdefault(partition, producer.create_batch())
-            if batch.append(key=key, value=value, timestamp=ts) is None:
-                sends.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = batches[partition] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=ts)
-        for partition, batch in batches.items():
-            sends.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
 
 
 def consumer() -> KafkaConsumer:
@@ -151,7 +126,7 @@ def main() -> None:
         migrations.migrate(client)
     try:
         messages, day = events_of_a_closed_day(args.events)
-        asyncio.run(preload(topic, messages))
+        preload(BOOTSTRAP, topic, [(k, v) for k, v, _ in messages], [ts for _, _, ts in messages])
         os.sched_setaffinity(0, {args.core})
         cases: list[tuple[str, Callable[[], int]]] = [
             ("raw kafka-python consumer (read only)", lambda: raw_kafka_python(topic, args.events)),

@@ -90,18 +90,25 @@ def backlog(n: int, distinct: int = 2000, seed: int = 1, span_s: float = 6 * 360
     return Backlog(messages, sent)
 
 
-def preload(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> float:
+def preload(
+    bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]], timestamps: Sequence[int] | None = None
+) -> float:
     """Put ``messages`` on ``topic`` as fast as Python can; return the seconds it took.
+
+    ``timestamps`` (epoch ms, one per message) become the records' timestamps, as
+    ingest sets them; without them Kafka stamps the send time.
 
     aiokafka's batch builder (C-accelerated) with full batches sent straight to
     each partition's leader, acks from the leader only: loading speed is not
     what the benchmark measures, only that every message is there, in the
     partition ingest would have picked (kafka-python's murmur2 of the key).
     """
-    return asyncio.run(_preload(bootstrap, topic, messages))
+    return asyncio.run(_preload(bootstrap, topic, messages, timestamps))
 
 
-async def _preload(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> float:
+async def _preload(
+    bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]], timestamps: Sequence[int] | None
+) -> float:
     from aiokafka import AIOKafkaProducer
     from kafka.partitioner.default import murmur2  # what ingest's producer (kafka-python) partitions by
 
@@ -115,17 +122,18 @@ async def _preload(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, b
         by_key: dict[bytes, int] = {}
         batches: dict[int, Any] = {}
         sends: list[asyncio.Future[Any]] = []
-        for key, value in messages:
+        for i, (key, value) in enumerate(messages):
+            timestamp = None if timestamps is None else timestamps[i]
             partition = by_key.get(key)
             if partition is None:
                 partition = by_key[key] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            if batch.append(key=key, value=value, timestamp=timestamp) is None:
                 sends.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = batches[partition] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+                batch.append(key=key, value=value, timestamp=timestamp)
         for partition, batch in batches.items():
             sends.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*sends)
