@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 UV := python3 -m uv
 TALLY := .venv/bin/tally
 
-.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest
+.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest tally-js
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -44,6 +44,13 @@ browser: /usr/bin/chromium
 /usr/bin/chromium:
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends chromium
+
+## tally-js: minify web/tally.js into web/tally.min.js (what /tally.js serves) with terser, and print its size
+tally-js: web/tally.min.js
+	@echo "web/tally.min.js: $$(wc -c < web/tally.min.js) bytes minified, $$(gzip -9c web/tally.min.js | wc -c) gzipped"
+
+web/tally.min.js: web/tally.js node_modules/.installed
+	node_modules/.bin/terser web/tally.js --compress --mangle --comments '/^!/' --output $@
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

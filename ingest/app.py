@@ -30,6 +30,7 @@ from ingest.publish import KafkaPublisher, Publisher
 from ingest.query import StatsReader
 from ingest.settings import IngestSettings
 from ingest.track import track, track_pixel, track_post
+from ingest.web import routes as web_routes
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -85,6 +86,7 @@ def create_app(
                     Route("/track/", track, methods=["GET"]),
                     Route("/track/", track_post, methods=["POST"]),
                     Route("/track.gif", track_pixel, methods=["GET"]),
+                    *web_routes(),  # tally.js and the demo pages: what pages load from the beacon host
                 ]
                 if "track" in settings.routes
                 else []
