@@ -87,7 +87,7 @@
       while (queue.length) beacon(queue.splice(0, options.batch));
       return;
     }
-    if (busy || !queue.length) return;
+    if (busy || !queue.length || navigator.onLine === false) return; // offline: the "online" event sends
     const wait = holdUntil - Date.now();
     if (wait > 0) return schedule(wait);
     const batch = queue.splice(0, options.batch);

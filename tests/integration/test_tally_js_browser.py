@@ -509,3 +509,16 @@ def test_loaded_twice_counts_a_click_once(visit: Visit, site: Site) -> None:
     until(page, lambda: len(visit.beacons()) == 1, 5)
     page.wait_for_timeout(300)
     assert labels(visit.beacons()) == [["tap:ui:a"]]
+
+
+def test_offline_visitor_keeps_events_until_the_network_is_back(visit: Visit, site: Site) -> None:
+    page = visit.page
+    fake = open_page(visit, site, 'data-interval="50"')
+    visit.context.set_offline(True)
+    page.click("#a")
+    page.click("#b")
+    page.wait_for_timeout(500)
+    assert fake.answered == []
+    visit.context.set_offline(False)
+    until(page, lambda: fake.answered == [202], 5)
+    assert labels(visit.beacons()) == [["tap:ui:a", "tap:ui:b"]]
