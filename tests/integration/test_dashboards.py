@@ -18,10 +18,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import promql_parser
 import pytest
+import yaml
 
 from deploy import dashboards
 from deploy.kafka import delete_topics, ensure_topic
@@ -43,7 +45,12 @@ from tests.integration.conftest import PARTITIONS, Services, eventually, free_po
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
 CLICKHOUSE_QUERIES = [q for q in dashboards.all_queries() if q.datasource == dashboards.CLICKHOUSE_PLUGIN]
-PROMETHEUS_QUERIES = [q for q in dashboards.all_queries() if q.datasource == dashboards.PROMETHEUS]
+ALERTS = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "prometheus" / "alerts.yml").read_text())
+PROMETHEUS_QUERIES = [q for q in dashboards.all_queries() if q.datasource == dashboards.PROMETHEUS] + [
+    dashboards.Query("alerts", rule["alert"], "A", dashboards.PROMETHEUS, rule["expr"], dashboards.PROMETHEUS)
+    for group in ALERTS["groups"]
+    for rule in group["rules"]
+]
 TARGET_LABELS = {"instance", "job"}
 """Labels Prometheus adds to every scraped series."""
 PROMETHEUS_OWN = {"up"}
@@ -179,7 +186,7 @@ def selectors(node: Any) -> Iterator[tuple[str, set[str]]]:
 
 
 @pytest.mark.parametrize("query", PROMETHEUS_QUERIES, ids=lambda q: q.key)
-def test_prometheus_panel_reads_series_the_services_expose(query: dashboards.Query, counted: Counted) -> None:
+def test_prometheus_panel_or_alert_reads_series_the_services_expose(query: dashboards.Query, counted: Counted) -> None:
     time_range = fixed_range(counted.sent_at)
     tree = promql_parser.parse(dashboards.promql(query.text, time_range))
     found = list(selectors(tree))
