@@ -66,12 +66,16 @@ class Cluster:
 
 
 def ledger_ddl(cluster: Cluster) -> str:
-    """The migrations ledger, replicated to every node of every shard (one keeper path, no {shard})."""
+    """The migrations ledger, replicated to every node of every shard.
+
+    One keeper path for all shards, so each node's replica name there is its
+    shard and replica (replica names are only unique within a shard).
+    """
     path = f"/clickhouse/tables/all/{cluster.database}/schema_migrations"
     return (
         f"CREATE TABLE IF NOT EXISTS {cluster.on('schema_migrations')} "
         "(version UInt32, name String, applied_at DateTime) "
-        f"ENGINE = ReplicatedMergeTree('{path}', '{{replica}}') ORDER BY version"
+        f"ENGINE = ReplicatedMergeTree('{path}', '{{shard}}-{{replica}}') ORDER BY version"
     )
 
 
