@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 UV := python3 -m uv
 TALLY := .venv/bin/tally
 
-.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest zookeeper
+.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest zookeeper dashboard-picture
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -67,3 +67,7 @@ bench-replay: install
 ## bench-ingest: ingest on one core beside nginx and the app without Kafka (about 2 minutes; README "Performance: ingest")
 bench-ingest: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest $(BENCH_ARGS)
+
+## dashboard-picture: docs/dashboard-overview.png, the overview dashboard drawn from its own queries (needs ClickHouse: `make up`)
+dashboard-picture: install
+	.venv/bin/python deploy/grafana/render.py
