@@ -76,7 +76,8 @@ def traffic(now: datetime, days: int, seed: int = 7) -> list[RollupRow]:
     daily: Counter[tuple[Any, ...]] = Counter()
     for (day, _, label, category, dom), n in hourly.items():
         daily[(day, None, label, category, dom)] += n
-    return [RollupRow(*key, n, 1, written) for key, n in (hourly + daily).items()]
+    return [RollupRow(day, hour, label, category, dom, n, 1, written)
+            for (day, hour, label, category, dom), n in (hourly + daily).items()]  # fmt: skip
 
 
 def run(settings: ClickHouseSettings, uid: str, title: str, time_range: dashboards.TimeRange) -> list[Any]:
@@ -86,6 +87,10 @@ def run(settings: ClickHouseSettings, uid: str, title: str, time_range: dashboar
     with clickhouse_client(settings) as client:
         rows: list[Any] = client.execute(sql)
         return rows
+
+
+def date_format(pattern: str) -> Any:
+    return mdates.DateFormatter(pattern)  # type: ignore[no-untyped-call]  # matplotlib leaves it untyped
 
 
 def panel(ax: Any, title: str) -> None:
@@ -130,24 +135,24 @@ def draw(settings: ClickHouseSettings, now: datetime, out: Path) -> None:
     panel(ax, "Events per day")
     days = [row[0] for row in q["Events per day"]]
     ax.bar(days, [row[1] for row in q["Events per day"]], width=0.7, color="#73bf69", alpha=0.85)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d"))
+    ax.xaxis.set_major_formatter(date_format("%a %d"))
 
     ax = fig.add_subplot(grid[1, 2:])
     panel(ax, "Events per hour")
     hours = [row[0] for row in q["Events per hour"]]
     ax.plot(hours, [row[1] for row in q["Events per hour"]], color="#73bf69", linewidth=1.6)
     ax.fill_between(hours, [row[1] for row in q["Events per hour"]], color="#73bf69", alpha=0.12)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d"))
+    ax.xaxis.set_major_formatter(date_format("%a %d"))
 
     ax = fig.add_subplot(grid[2, :])
     panel(ax, "Top 5 labels per hour")
     by_label: dict[str, dict[datetime, int]] = {}
     for hour, label, n in q["Top 5 labels per hour"]:
         by_label.setdefault(label, {})[hour] = n
-    all_hours = sorted({h for series in by_label.values() for h in series})
+    all_hours: list[Any] = sorted({h for series in by_label.values() for h in series})
     ax.stackplot(all_hours, *[[s.get(h, 0) for h in all_hours] for s in by_label.values()], labels=list(by_label),
                  colors=SERIES[: len(by_label)], alpha=0.75)  # fmt: skip
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %H:%M"))
+    ax.xaxis.set_major_formatter(date_format("%a %d %H:%M"))
     ax.legend(loc="upper left", fontsize=8, frameon=False, labelcolor=TEXT, ncol=5)
 
     ax = fig.add_subplot(grid[3, :2])
