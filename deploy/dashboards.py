@@ -137,7 +137,8 @@ _VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)|\[\[(\w+)\]\]")
 
 
 def _singlequote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """Grafana's ``singlequote`` format: quotes escaped with a backslash, nothing else."""
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 def _variables(sql: str, variables: Mapping[str, str | Sequence[str]]) -> str:

@@ -30,7 +30,7 @@ from deploy import dashboards
 from deploy.clickhouse import HERE as CLICKHOUSE_CONFIG
 from deploy.clickhouse import server_binary
 from deploy.processes import Managed
-from deploy.stack import tally_command
+from deploy.stack import Stack, tally_command
 from schema.settings import ClickHouseSettings, clickhouse_client
 from tests.dashboard_cases import EXPECTED, FRESHNESS, VARIABLE_CASES, Case, fixed_range, known_events, normalized
 from tests.integration.conftest import eventually, free_port
@@ -107,7 +107,8 @@ def node_config(node: Node, nodes: list[Node], zookeeper_port: int, home: Path) 
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
+def nodes(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
+    """Three servers of our own; ``stack`` only makes sure clickhouse-server is installed."""
     if not ZOOKEEPER.exists():
         pytest.fail("Debian's zookeeper is missing: `make zookeeper` (apt-get install zookeeper) installs it")
     binary = server_binary()
