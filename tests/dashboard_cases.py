@@ -35,8 +35,15 @@ class Event:
 
 
 def known_events(now: datetime) -> list[Event]:
-    """Six labels over three moments: now, 25 hours ago (inside the range) and 29 hours ago (before it)."""
-    recent, yesterday, before = now - timedelta(seconds=30), now - timedelta(hours=25), now - timedelta(hours=29)
+    """Six labels at three moments: now, 25 hours ago (inside the range), and half an hour before the range starts.
+
+    The last is on the range's first date, so the daily panels count it and the hourly ones must not.
+    """
+    recent, yesterday, before = (
+        now - timedelta(seconds=30),
+        now - timedelta(hours=25),
+        range_start(now) - timedelta(minutes=30),
+    )
     spec: list[tuple[str, datetime, int]] = [
         ("signup:forms:btn1", recent, 5),
         ("signup:forms:btn1", yesterday, 2),
@@ -60,10 +67,15 @@ def known_events(now: datetime) -> list[Event]:
     return events
 
 
-def fixed_range(now: datetime) -> TimeRange:
-    """From the start of the hour 26 hours ago to two minutes from now: excludes the hours of 29 hours ago."""
+def range_start(now: datetime) -> datetime:
+    """The start of the hour 26 hours ago, or of the next one if that is midnight (an hour of its date comes before)."""
     start = (now - timedelta(hours=26)).replace(minute=0, second=0, microsecond=0)
-    return TimeRange(start, now + timedelta(minutes=2), interval_s=300)
+    return start + timedelta(hours=1) if start.hour == 0 else start
+
+
+def fixed_range(now: datetime) -> TimeRange:
+    """From :func:`range_start` to two minutes from now."""
+    return TimeRange(range_start(now), now + timedelta(minutes=2), interval_s=300)
 
 
 VARIABLE_CASES: dict[str, dict[str, str | list[str]]] = {
