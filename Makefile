@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 UV := python3 -m uv
 TALLY := .venv/bin/tally
 
-.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest tally-js
+.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest tally-js zookeeper dashboard-picture
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -19,7 +19,7 @@ status: install
 	$(TALLY) status
 
 ## test: lint, then the whole suite (starts the servers it needs, or reuses running ones)
-test: install browser lint
+test: install browser zookeeper lint
 	.venv/bin/pytest
 
 ## unit: the tests that need no server
@@ -52,6 +52,13 @@ tally-js: web/tally.min.js
 web/tally.min.js: web/tally.js node_modules/.installed
 	node_modules/.bin/terser web/tally.js --compress --mangle --comments '/^!/' --output $@
 
+## zookeeper: Debian's ZooKeeper, for the test of the replicated, sharded ClickHouse layout (tests/integration/test_cluster.py)
+zookeeper: /usr/share/zookeeper/bin/zkServer.sh
+
+/usr/share/zookeeper/bin/zkServer.sh:
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends zookeeper
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -67,3 +74,7 @@ bench-replay: install
 ## bench-ingest: ingest on one core beside nginx and the app without Kafka (about 2 minutes; README "Performance: ingest")
 bench-ingest: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest $(BENCH_ARGS)
+
+## dashboard-picture: docs/dashboard-overview.png, the overview dashboard drawn from its own queries (needs ClickHouse: `make up`)
+dashboard-picture: install
+	.venv/bin/python deploy/grafana/render.py

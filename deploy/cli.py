@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="start the whole local stack")
     commands.add_parser("down", help="stop the local stack")
     commands.add_parser("status", help="what runs, and where")
-    commands.add_parser("migrate", help="apply the ClickHouse schema")
+    migrate = commands.add_parser("migrate", help="apply the ClickHouse schema")
+    migrate.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="apply the replicated, sharded layout on every node of this ClickHouse cluster (README, Scaling)",
+    )
     commands.add_parser("ingest", help="run the ingest service (foreground)")
     worker = commands.add_parser("worker", help="run a Faust worker (foreground)")
     worker.add_argument("--id", help="worker identity: its state lives in .stack/worker-ID (default: the first free)")
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "status":
         stack.print_status()
     elif args.command == "migrate":
-        applied = stack.migrate()
+        applied = stack.migrate(args.cluster)
         sys.stdout.write("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "schema up to date")
         sys.stdout.write("\n")
     return 0

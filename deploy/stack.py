@@ -101,12 +101,12 @@ class Stack:
         applied = self.migrate()
         _say(f"schema: {len(applied)} migration(s) applied" if applied else "schema: up to date")
 
-    def migrate(self) -> list[migrations.Migration]:
+    def migrate(self, cluster: str | None = None) -> list[migrations.Migration]:
         ch = self.settings.clickhouse
         with clickhouse_client(ch, database="default") as admin:
-            migrations.create_database(admin, ch.database)
+            migrations.create_database(admin, ch.database, cluster)
         with clickhouse_client(ch) as client:
-            return migrations.migrate(client)
+            return migrations.migrate(client, cluster)
 
     def start_ingest(self) -> bool:
         if self.ingest.pid() is not None:

@@ -5,14 +5,18 @@ Each ``NNNN_name.sql`` file here is one migration: statements separated by
 on ClickHouse 18.16 (Debian 12's package) and on current ClickHouse. Applying
 is idempotent: every statement is ``IF NOT EXISTS`` and applied versions are
 recorded in ``schema_migrations``.
+
+On a ClickHouse cluster the same files are applied in their replicated,
+sharded form (``cluster=``, see :mod:`schema.cluster`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib import resources
 from typing import Any, Protocol
 
@@ -57,23 +61,38 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def create_database(client: Executes, database: str) -> None:
-    """Create ``database``; its name comes from checked settings, never from a request."""
-    client.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+def create_database(client: Executes, database: str, cluster: str | None = None) -> None:
+    """Create ``database`` (on every node of ``cluster``); its name comes from checked settings, never a request."""
+    if cluster is None:
+        client.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    else:
+        from schema import cluster as layout
+
+        client.execute(layout.create_database(layout.Cluster(cluster, database)))
 
 
-def migrate(client: Executes) -> list[Migration]:
+def migrate(client: Executes, cluster: str | None = None) -> list[Migration]:
     """Apply the migrations not yet recorded, in order; return those applied.
 
-    ``client`` must be connected to the target database.
+    ``client`` must be connected to the target database. With ``cluster``, the
+    replicated and sharded form of each statement runs on every node of that
+    cluster (:mod:`schema.cluster`).
     """
-    client.execute(LEDGER_DDL)
+    statements: Callable[[Migration], Iterable[str]] = Migration.statements
+    if cluster is None:
+        client.execute(LEDGER_DDL)
+    else:
+        from schema import cluster as layout
+
+        where = layout.Cluster(cluster, client.execute("SELECT currentDatabase()")[0][0])
+        client.execute(layout.ledger_ddl(where))
+        statements = partial(layout.render, cluster=where)
     done = {row[0] for row in client.execute("SELECT DISTINCT version FROM schema_migrations")}
     applied = []
     for migration in available():
         if migration.version in done:
             continue
-        for statement in migration.statements():
+        for statement in statements(migration):
             client.execute(statement)
         client.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES",

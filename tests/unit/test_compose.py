@@ -253,3 +253,157 @@ def test_kafka_image_is_the_version_of_the_local_stack() -> None:
     assert version
     for name in ("kafka", "kafka-init"):
         assert services[name]["image"] == f"apache/kafka:{version}"
+
+
+# -- Prometheus and Grafana: every service, port and file they refer to exists ------------------
+
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
+_PLACEHOLDER = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path, for the volumes that are files or folders of this repository."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts[target] = (ROOT / source).resolve()
+    return mounts
+
+
+def on_host(service: dict[str, Any], container_path: str) -> Path:
+    """Where a path inside the container comes from in this repository."""
+    for target, source in sorted(bind_mounts(service).items(), key=lambda kv: -len(kv[0])):
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return source / container_path[len(target) :].lstrip("/")
+    raise AssertionError(f"{container_path} is not mounted from the repository")
+
+
+def grafana_expand(text: str, env: dict[str, str]) -> str:
+    """Grafana's ${VAR} and ${VAR:-default} in provisioning files; a variable with neither is an error here."""
+
+    def value(match: re.Match[str]) -> str:
+        assert match[1] in env or match[2] is not None, f"${{{match[1]}}} is neither set for grafana nor defaulted"
+        return env.get(match[1], match[2] or "")
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def grafana_datasources() -> dict[str, dict[str, Any]]:
+    services = compose()["services"]
+    env = environment(services["grafana"])
+    folder = on_host(services["grafana"], "/etc/grafana/provisioning/datasources")
+    sources = [
+        source
+        for path in sorted(folder.glob("*.yaml"))
+        for source in yaml.safe_load(grafana_expand(path.read_text(), env))["datasources"]
+    ]
+    return {source["uid"]: source for source in sources}
+
+
+def test_every_service_a_service_depends_on_exists() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        needs = service.get("depends_on") or {}
+        assert set(needs) <= set(services), f"{name} waits for {sorted(set(needs) - set(services))}"
+
+
+def test_every_mounted_file_and_volume_exists() -> None:
+    document = compose()
+    for name, service in document["services"].items():
+        for target, source in bind_mounts(service).items():
+            assert source.exists(), f"{name} mounts {source.relative_to(ROOT)} at {target}: no such file"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in document["volumes"], f"{name}: volume {source} is not declared"
+
+
+def test_published_ports_are_distinct() -> None:
+    published = [port.split(":")[0] for service in compose()["services"].values() for port in service.get("ports", [])]
+    assert len(published) == len(set(published)), published
+    assert {"8000", "9090", "3000"} <= set(published)
+
+
+def test_prometheus_scrapes_ingest_and_the_worker_where_they_listen() -> None:
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    config_path = next(c.split("=", 1)[1] for c in prometheus["command"] if c.startswith("--config.file="))
+    config_file = on_host(prometheus, config_path)
+    assert config_file == PROMETHEUS_CONFIG
+    config = yaml.safe_load(config_file.read_text())
+    for rules in config["rule_files"]:
+        assert (config_file.parent / rules).is_file(), rules
+    listening = {
+        "ingest": IngestSettings.from_env(environment(services["ingest"])).port,
+        "worker": WorkerSettings.from_env(environment(services["worker"])).web_port,
+    }
+    scraped = {}
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        for sd in job["dns_sd_configs"]:
+            for name in sd["names"]:
+                assert name in services, f"{job['job_name']} scrapes {name}: no such service"
+                scraped[name] = sd["port"]
+    assert scraped == listening
+    # The worker answers beyond its container's loopback, on the port Prometheus scrapes.
+    worker = WorkerSettings.from_env(environment(services["worker"]))
+    assert worker.web_host == "0.0.0.0"
+
+
+def test_jobs_named_in_dashboards_and_alerts_are_scraped() -> None:
+    from deploy import dashboards
+
+    jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
+    texts = [q.text for q in dashboards.all_queries() if q.datasource == dashboards.PROMETHEUS]
+    texts += [rule["expr"] for group in prometheus_alerts()["groups"] for rule in group["rules"]]
+    named = {job for text in texts for job in re.findall(r'job="([^"]+)"', text)}
+    assert named and named <= jobs, named - jobs
+
+
+def prometheus_alerts() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((PROMETHEUS_CONFIG.parent / "alerts.yml").read_text())
+    return loaded
+
+
+def test_grafana_loads_the_dashboards_it_is_given() -> None:
+    grafana = compose()["services"]["grafana"]
+    assert on_host(grafana, "/etc/grafana/provisioning") == GRAFANA_PROVISIONING
+    providers = yaml.safe_load((GRAFANA_PROVISIONING / "dashboards" / "tally.yaml").read_text())["providers"]
+    [provider] = providers
+    folder = on_host(grafana, provider["options"]["path"])
+    assert folder == ROOT / "deploy" / "grafana" / "dashboards"
+    assert sorted(p.name for p in folder.glob("*.json")) == [
+        "heatmap.json",
+        "label.json",
+        "overview.json",
+        "pipeline.json",
+    ]
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert on_host(grafana, home).is_file()
+
+
+def test_grafana_reaches_clickhouse_and_prometheus_as_the_services_do() -> None:
+    services = compose()["services"]
+    grafana = environment(services["grafana"])
+    sources = grafana_datasources()
+    clickhouse = sources["tally-clickhouse"]
+    assert clickhouse["type"] == "grafana-clickhouse-datasource"
+    assert clickhouse["type"] in grafana["GF_INSTALL_PLUGINS"].split()  # the plugin is installed
+    tally = environment(services["ingest"])
+    data = clickhouse["jsonData"]
+    assert data["host"] == tally["TALLY_CLICKHOUSE_HOST"] and data["host"] in services
+    assert str(data["port"]) == tally.get("TALLY_CLICKHOUSE_PORT", "9000") and data["protocol"] == "native"
+    assert data["defaultDatabase"] == tally["TALLY_CLICKHOUSE_DATABASE"]
+    assert (data["username"], clickhouse["secureJsonData"]["password"]) == (
+        tally["TALLY_CLICKHOUSE_USER"],
+        tally["TALLY_CLICKHOUSE_PASSWORD"],
+    )
+    prometheus = sources["tally-prometheus"]
+    host, port = re.fullmatch(r"http://([\w-]+):(\d+)", prometheus["url"]).groups()  # type: ignore[union-attr]
+    assert host in services and port == "9090"  # Prometheus's own port, as published
+    assert "9090:9090" in services["prometheus"]["ports"]
+    scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["global"]["scrape_interval"]
+    assert prometheus["jsonData"]["timeInterval"] == scrape  # what $__rate_interval is built on
+    assert {"migrate", "prometheus"} <= set(services["grafana"]["depends_on"])
