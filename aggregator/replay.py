@@ -215,14 +215,12 @@ READ_MAX_RECORDS = 50_000
 _OFFSET = attrgetter("offset")
 _VALUE = attrgetter("value")
 
-# The wire format as ingest writes it (schema.event.encode: orjson, this key
-# order, no spaces), one record a line of a batch joined by newlines: the
-# counter's part, then the time. Fields hold no quote, backslash or newline
-# (schema.event's rules), and a time has no leading zero.
-_CANONICAL = re.compile(
-    rb'^(\{"v":1,"label":"[^"\\\n]*","category":"[^"\\\n]*","dom_id":"[^"\\\n]*","ts":)(0|[1-9][0-9]{0,13})\}$',
-    re.MULTILINE,
-)
+# The end of a value as ingest writes it (schema.event.encode: orjson, this
+# key order, no spaces): the time, with no leading zero, last. Splitting a
+# batch joined by newlines at each of these leaves each value's counter part.
+_TIME_AT_END = re.compile(rb'"ts":(0|[1-9][0-9]{0,13})\}\n')
+_TIME_FIELD = b'"ts":'
+
 # Buckets of event time, coarsest first, within which every minute falls into
 # the same day and hour: an hour in most zones, 15 minutes in the half- and
 # quarter-hour ones; a minute always (Windows's own grain).
@@ -232,12 +230,12 @@ _BUCKETS_MS = (3_600_000, 900_000, 60_000)
 class Recount:
     """``aggregator.count`` on a fresh table, a batch at a time, exactly, without an object per event.
 
-    For a batch whose every value is in ingest's canonical form (one regular
+    For a batch whose every value ends as ingest writes it (one regular
     expression over the joined batch splits each into its counter's part and
     its time), events are grouped in C by (counter's part, time bucket), and
-    each counter's part is decoded once: ``decode(part + b"0}")``, which must
-    give an event that ``encode`` turns back into those very bytes. Then
-    ``part + digits + b"}"`` is ``encode`` of the same counter at ``digits``,
+    each counter's part is decoded once: ``decode(part + b'"ts":0}')``, which
+    must give an event that ``encode`` turns back into those very bytes. Then
+    ``part + b'"ts":' + digits + b"}"`` is ``encode`` of that counter at ``digits``,
     which ``decode`` accepts and reads back as that, so every event of the
     group decodes to what the live worker would count. The day and hour come
     from ``Windows`` as for the worker, once per bucket. Any other batch --
@@ -287,13 +285,15 @@ class Recount:
         # no event is seen twice, so count_batch would count every one.
         if offsets[0] <= self.last_offset.get(partition, -1) or not all(map(lt, offsets, islice(offsets, 1, None))):
             return False
-        joined = b"\n".join(values)
-        if joined.count(b"\n") != len(values) - 1:  # a value holding a newline
+        joined = b"\n".join(values) + b"\n"
+        if joined.count(b"\n") != len(values):  # a value holding a newline
             return False
-        found = _CANONICAL.findall(joined)
-        if len(found) != len(values):  # one match a line, at most: every value is canonical
+        # A match ends a value (at its newline), so at most one a value: as
+        # many pieces as two a value means every value ends with a time.
+        pieces = _TIME_AT_END.split(joined)
+        if len(pieces) != 2 * len(values) + 1:
             return False
-        parts, digits = zip(*found, strict=True)
+        parts, digits = pieces[0:-1:2], pieces[1::2]
         counters = self._counters(set(parts))
         if counters is None:
             return False
@@ -341,7 +341,7 @@ class Recount:
         """Each canonical counter's part and its counter; None if one is not a valid event's."""
         known = self.counters
         for part in parts - known.keys():
-            sample = part + b"0}"
+            sample = part + _TIME_FIELD + b"0}"
             try:
                 event = decode(sample)
             except UndecodableEvent:

@@ -74,6 +74,9 @@ def odd_values(counter: tuple[str, str, str], ts: int) -> list[bytes]:
         good.replace(b'"ts":', b'"ts":0'),  # a leading zero: not JSON
         good.replace(b'"ts":', b'"ts":-'),
         good.replace(b'"v":1', b'"v":2'),
+        good + b'"ts":1}',
+        good[:-1] + b',"ts":1}',
+        b'"ts":1}',
         good.replace(b"}", b".5}"),
         good.replace(str(ts).encode(), b"100000000000000"),  # 15 digits: year 5138
         orjson.dumps(doc(counter, ts), option=orjson.OPT_SORT_KEYS),
