@@ -89,10 +89,12 @@ def odd_values(counter: tuple[str, str, str], ts: int) -> list[bytes]:
     ]
 
 
+ODD = len(odd_values(COUNTERS[0], 0))
+# (counter, or None for the partition's own; time; None, or which odd value)
 record = st.tuples(
-    st.sampled_from(COUNTERS),
+    st.one_of(st.none(), st.sampled_from(COUNTERS)),
     st.integers(0, SPAN_MS),
-    st.one_of(st.none(), st.none(), st.none(), st.integers(0, len(odd_values(COUNTERS[0], 0)) - 1)),
+    st.one_of(st.none(), st.integers(0, 8 * ODD - 1).map(lambda n: n if n < ODD else None)),
 )
 
 
@@ -101,13 +103,14 @@ def logs(draw: st.DrawFn) -> list[Batch]:
     """Batches as the reader yields them, mostly increasing offsets, sometimes not."""
     next_offset = {p: 0 for p in range(3)}
     batches = []
-    for _ in range(draw(st.integers(1, 6))):
+    for _ in range(draw(st.integers(1, 8))):
         partition = draw(st.integers(0, 2))
-        records = draw(st.lists(record, min_size=1, max_size=30))
-        if draw(st.integers(0, 5)) == 0:  # seen again, as after a seek back
-            next_offset[partition] = max(next_offset[partition] - draw(st.integers(1, 20)), 0)
+        records = draw(st.lists(record, min_size=1, max_size=20))
+        if draw(st.integers(0, 3)) == 0:  # seen again, as after a seek back
+            next_offset[partition] = max(next_offset[partition] - draw(st.integers(1, 40)), 0)
         offsets, values = [], []
-        for counter, ts, odd in records:
+        for chosen, ts, odd in records:
+            counter = COUNTERS[partition] if chosen is None else chosen
             next_offset[partition] += draw(st.integers(1, 2))  # gaps, as compaction leaves
             offsets.append(next_offset[partition])
             ts += START_MS
@@ -168,3 +171,9 @@ def test_count_leaves_the_cycle_collector_as_it_found_it() -> None:
     counted = count(iter(batches), Plan(FIRST, LAST, {}, {}), UTC)
     assert gc.isenabled()
     assert_same(counted, reference(batches, FIRST, LAST, UTC))
+
+
+def test_events_seen_again_after_a_seek_back_count_once() -> None:
+    k, other = (canonical(COUNTERS[0], START_MS + 86_400_000 + i) for i in range(2))
+    batches = [Batch(0, [10, 20], [k, k]), Batch(0, [5], [other]), Batch(0, [6, 7], [k, k])]
+    assert_same(recount(batches, FIRST, LAST, UTC).counted, reference(batches, FIRST, LAST, UTC))
