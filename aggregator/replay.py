@@ -198,7 +198,9 @@ async def _batches(bootstrap: str, topic: str, plan: Plan) -> AsyncGenerator[Bat
             for tp, records in polled.items():
                 stop = plan.end[tp.partition]
                 offsets = list(map(_OFFSET, records))
-                values = [b"" if v is None else v for v in map(_VALUE, records)]
+                values = list(map(_VALUE, records))
+                if None in values:  # a tombstone: no event, refused as undecodable
+                    values = [b"" if v is None else v for v in values]
                 if offsets and offsets[-1] >= stop:
                     keep = bisect_left(offsets, stop)
                     del offsets[keep:], values[keep:]
