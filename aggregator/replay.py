@@ -29,17 +29,22 @@ of the topic as it was when the replay started.
 from __future__ import annotations
 
 import asyncio
+import gc
+import re
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any
+from itertools import islice, repeat
+from operator import attrgetter, floordiv, lt
+from typing import Any, NamedTuple, cast
 
 from kafka import KafkaConsumer, TopicPartition
 
-from aggregator.count import CounterKey, DictCountTable, Windows, count_batch
+from aggregator.count import CounterKey, DictCountTable, Tally, Windows, count_batch
 from aggregator.decode import Message, decode_messages
-from schema.event import day_of
+from schema.event import UndecodableEvent, day_of, decode, encode
 
 # Replay versions sit above every Kafka offset a live worker writes as version.
 REPLAY_VERSION_BASE = 1 << 62
@@ -138,8 +143,19 @@ def earliest_complete_day(consumer: KafkaConsumer, topic: str, tz: tzinfo) -> da
     return day_of(latest_first, tz) + timedelta(days=1)
 
 
-def read(bootstrap: str, topic: str, plan: Plan, progress: Callable[[int], None]) -> Iterator[list[Message]]:
-    """Every message of the plan's ranges, in batches, partition order kept.
+class Batch(NamedTuple):
+    """Records of one partition, in offset order, as columns: no object per record."""
+
+    partition: int
+    offsets: list[int]
+    values: list[bytes]
+
+    def messages(self) -> list[Message]:
+        return [Message(self.partition, o, v) for o, v in zip(self.offsets, self.values, strict=True)]
+
+
+def read(bootstrap: str, topic: str, plan: Plan, progress: Callable[[int], None]) -> Iterator[Batch]:
+    """Every record of the plan's ranges, in batches, partition order kept.
 
     aiokafka, driven on a private event loop: its fetcher is about five times
     kafka-python's on one core (bench/replay.py).
@@ -152,14 +168,14 @@ def read(bootstrap: str, topic: str, plan: Plan, progress: Callable[[int], None]
                 batch = loop.run_until_complete(anext(batches))
             except StopAsyncIteration:
                 return
-            progress(len(batch))
+            progress(len(batch.offsets))
             yield batch
     finally:
         loop.run_until_complete(batches.aclose())
         loop.close()
 
 
-async def _batches(bootstrap: str, topic: str, plan: Plan) -> AsyncGenerator[list[Message], None]:
+async def _batches(bootstrap: str, topic: str, plan: Plan) -> AsyncGenerator[Batch, None]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition as AioTP
 
@@ -178,12 +194,18 @@ async def _batches(bootstrap: str, topic: str, plan: Plan) -> AsyncGenerator[lis
         for tp in remaining:
             consumer.seek(tp, plan.start[tp.partition])
         while remaining:
-            polled = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            polled = await consumer.getmany(timeout_ms=1000, max_records=READ_MAX_RECORDS)
             for tp, records in polled.items():
                 stop = plan.end[tp.partition]
-                batch = [Message(tp.partition, r.offset, r.value or b"") for r in records if r.offset < stop]
-                if batch:
-                    yield batch
+                offsets = list(map(_OFFSET, records))
+                values = list(map(_VALUE, records))
+                if None in values:  # a tombstone: no event, refused as undecodable
+                    values = [b"" if v is None else v for v in values]
+                if offsets and offsets[-1] >= stop:
+                    keep = bisect_left(offsets, stop)
+                    del offsets[keep:], values[keep:]
+                if offsets:
+                    yield Batch(tp.partition, offsets, values)
                 if records and records[-1].offset >= stop - 1:
                     remaining.discard(tp)
                     consumer.pause(tp)
@@ -191,22 +213,186 @@ async def _batches(bootstrap: str, topic: str, plan: Plan) -> AsyncGenerator[lis
         await consumer.stop()
 
 
-def count(batches: Iterator[list[Message]], plan: Plan, tz: tzinfo) -> Counted:
-    """The plan's days counted from scratch; events of other days are left out."""
-    counted = Counted(DictCountTable())
-    windows = Windows(tz)
-    for batch in batches:
-        counted.events_read += len(batch)
+READ_MAX_RECORDS = 50_000
+_OFFSET = attrgetter("offset")
+_VALUE = attrgetter("value")
+
+# The end of a value as ingest writes it (schema.event.encode: orjson, this
+# key order, no spaces): the time, with no leading zero, last. Splitting a
+# batch joined by newlines at each of these leaves each value's counter part.
+_TIME_AT_END = re.compile(rb'"ts":(0|[1-9][0-9]{0,13})\}\n')
+_TIME_FIELD = b'"ts":'
+
+# Buckets of event time, coarsest first, within which every minute falls into
+# the same day and hour: an hour in most zones, 15 minutes in the half- and
+# quarter-hour ones; a minute always (Windows's own grain).
+_BUCKETS_MS = (3_600_000, 900_000, 60_000)
+
+
+class Recount:
+    """``aggregator.count`` on a fresh table, a batch at a time, exactly, without an object per event.
+
+    For a batch whose every value ends as ingest writes it (one regular
+    expression over the joined batch splits each into its counter's part and
+    its time), events are grouped in C by (counter's part, time bucket), and
+    each counter's part is decoded once: ``decode(part + b'"ts":0}')``, which
+    must give an event that ``encode`` turns back into those very bytes. Then
+    ``part + b'"ts":' + digits + b"}"`` is ``encode`` of that counter at ``digits``,
+    which ``decode`` accepts and reads back as that, so every event of the
+    group decodes to what the live worker would count. The day and hour come
+    from ``Windows`` as for the worker, once per bucket. Any other batch --
+    a value that is not canonical or not valid, offsets not increasing, or a
+    counter last counted from another partition or at or past the batch's
+    first offset (seen again) -- goes through
+    ``decode_messages`` and ``count_batch`` event by event, as the worker
+    does. Both paths leave the table as ``count_batch`` would.
+    """
+
+    def __init__(self, plan: Plan, tz: tzinfo) -> None:
+        self.counted = Counted(DictCountTable())
+        self.first_day = plan.first_day
+        self.last_day = plan.last_day
+        self.windows = Windows(tz)
+        self.counters: dict[bytes, str | None] = {}
+        """counter's part of a canonical value -> the counter (``label:category:dom_id``), None if invalid"""
+        self.uniform: dict[tuple[int, int], tuple[str, str, date] | None] = {}
+        """(bucket size, bucket) -> its windows if every minute in it has the same, else None"""
+        self.fast_batches = self.slow_batches = 0
+
+    def add(self, batch: Batch) -> None:
+        self.counted.events_read += len(batch.offsets)
+        if not (batch.offsets and self._add_fast(batch)):
+            self._add_slowly(batch)
+
+    def _add_slowly(self, batch: Batch) -> None:
+        """What the live worker does, event by event."""
+        self.slow_batches += 1
+        counted, windows = self.counted, self.windows
         dropped: list[Message] = []
         events = []
-        for positioned in decode_messages(batch, dropped):
+        for positioned in decode_messages(batch.messages(), dropped):
             day = windows.of(positioned.event.ts_ms)[2]
-            if plan.first_day <= day <= plan.last_day:
+            if self.first_day <= day <= self.last_day:
                 events.append(positioned)
                 counted.events_per_day[day] += 1
         counted.undecodable += len(dropped)
-        count_batch(counted.table, events, windows, plan.first_day)
-    return counted
+        count_batch(counted.table, events, windows, self.first_day)
+
+    def _add_fast(self, batch: Batch) -> bool:
+        """Count ``batch`` if it qualifies (see the class); False, touching nothing, if it does not."""
+        partition, offsets, values = batch
+        # Offsets increase within the batch, and (below) every counter it
+        # touches was last counted from this partition, before the batch's
+        # first offset: count_batch would count every event.
+        if not all(map(lt, offsets, islice(offsets, 1, None))):
+            return False
+        joined = b"\n".join(values) + b"\n"
+        if joined.count(b"\n") != len(values):  # a value holding a newline
+            return False
+        # A match ends a value (at its newline), so at most one a value: as
+        # many pieces as two a value means every value ends with a time.
+        pieces = _TIME_AT_END.split(joined)
+        if len(pieces) != 2 * len(values) + 1:
+            return False
+        parts, digits = pieces[0:-1:2], pieces[1::2]
+        counters = self._counters(set(parts))
+        if counters is None:
+            return False
+        times = list(map(int, digits))
+        for size in _BUCKETS_MS:
+            buckets = list(map(floordiv, times, repeat(size)))
+            windows = self._windows(size, set(buckets))
+            if windows is not None:
+                break
+        else:  # pragma: no cover  # a minute is always uniform
+            return False
+        cells = list(zip(parts, buckets, strict=True))
+        sizes = Counter(cells)
+        last = dict(zip(cells, offsets, strict=True))  # the last offset of each cell, offsets increasing
+        first_day, last_day = self.first_day, self.last_day
+        per_day: Counter[date] = Counter()
+        pending: dict[str, list[int]] = {}
+        for cell, n in sizes.items():
+            daily, hourly, day = windows[cell[1]]
+            if not first_day <= day <= last_day:
+                continue
+            per_day[day] += n
+            counter = counters[cell[0]]
+            offset = last[cell]
+            for key in (f"{daily}:{counter}", f"{hourly}:{counter}"):
+                entry = pending.get(key)
+                if entry is None:
+                    pending[key] = [n, offset]
+                else:
+                    entry[0] += n
+                    if offset > entry[1]:
+                        entry[1] = offset
+        table = self.counted.table
+        stored = {key: table.get(key) for key in pending}
+        if any(tally is not None and (tally.partition != partition or tally.offset >= offsets[0])
+               for tally in stored.values()):  # fmt: skip
+            return False  # count_batch would skip some events as seen before: leave it to it
+        for key, (n, offset) in pending.items():
+            tally = stored[key]
+            table.set(key, Tally(n if tally is None else tally.counter + n, offset, partition))
+        self.counted.events_per_day.update(per_day)
+        self.fast_batches += 1
+        return True
+
+    def _counters(self, parts: set[bytes]) -> dict[bytes, str] | None:
+        """Each canonical counter's part and its counter; None if one is not a valid event's."""
+        known = self.counters
+        for part in parts - known.keys():
+            sample = part + _TIME_FIELD + b"0}"
+            try:
+                event = decode(sample)
+            except UndecodableEvent:
+                known[part] = None
+            else:
+                known[part] = event.counter_key if encode(event) == sample else None
+        found = {part: known[part] for part in parts}
+        if None in found.values():
+            return None
+        return cast("dict[bytes, str]", found)
+
+    def _windows(self, size: int, buckets: set[int]) -> dict[int, tuple[str, str, date]] | None:
+        """The windows of each bucket of ``size`` ms; None if a bucket straddles a day or hour."""
+        found = {}
+        for bucket in buckets:
+            key = (size, bucket)
+            if key not in self.uniform:
+                first = bucket * size
+                minutes = {self.windows.of(ms) for ms in range(first, first + size, 60_000)}
+                self.uniform[key] = minutes.pop() if len(minutes) == 1 else None
+            windows = self.uniform[key]
+            if windows is None:
+                return None
+            found[bucket] = windows
+        return found
+
+
+# Python's cycle collector, left on, scans the batches in flight again and
+# again (a third of the time, bench/replay.py); nothing here makes cycles, so
+# it runs once every this many events instead.
+COLLECT_EVERY = 2_000_000
+
+
+def count(batches: Iterable[Batch], plan: Plan, tz: tzinfo) -> Counted:
+    """The plan's days counted from scratch; events of other days are left out."""
+    recount = Recount(plan, tz)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        collect_at = COLLECT_EVERY
+        for batch in batches:
+            recount.add(batch)
+            if recount.counted.events_read >= collect_at:
+                gc.collect()
+                collect_at = recount.counted.events_read + COLLECT_EVERY
+    finally:
+        if was_enabled:
+            gc.enable()
+    return recount.counted
 
 
 INSERT_DAILY = "INSERT INTO daily_counts_replay (replay_id, day, label, category, dom_id, counter) VALUES"

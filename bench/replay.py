@@ -10,7 +10,8 @@ then, pinned to one core, in one run:
 - replay, dry: plan + read + decode + count (what ``tally replay --dry-run`` does)
 - replay, full: the same, then stage, verify and swap into ClickHouse
 
-Prints a table and writes bench/results/replay.txt.
+Prints a table and appends it to bench/results/replay.txt (one table a run,
+so repeated runs show the spread on a shared machine).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import platform
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,10 +106,29 @@ def run_replay(topic: str, day: datetime, settings: ClickHouseSettings, *, dry_r
     return outcome.counted.events_read
 
 
-def timed(run: Callable[[], int]) -> tuple[int, float]:
-    started = time.perf_counter()
+def busy_ticks() -> int:
+    """CPU time the whole machine spent busy so far, in clock ticks (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4]  # less idle and iowait
+
+
+@dataclass(frozen=True)
+class Timing:
+    seen: int
+    seconds: float
+    cpu: float
+    """CPU seconds of this process (all its threads)"""
+    others: float
+    """the share of the machine's CPU used by other processes meanwhile (Kafka, ClickHouse, other work)"""
+
+
+def timed(run: Callable[[], int]) -> Timing:
+    tick = os.sysconf("SC_CLK_TCK")
+    started, cpu, busy = time.perf_counter(), time.process_time(), busy_ticks()
     seen = run()
-    return seen, time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    others = max((busy_ticks() - busy) / tick - cpu, 0.0) / (seconds * (os.cpu_count() or 1))
+    return Timing(seen, seconds, cpu, others)
 
 
 def main() -> None:
@@ -134,11 +155,12 @@ def main() -> None:
             ("tally replay --dry-run (read, decode, count)", lambda: run_replay(topic, day, settings, dry_run=True)),
             ("tally replay (... + stage, verify, swap)", lambda: run_replay(topic, day, settings, dry_run=False)),
         ]
+        load = Path("/proc/loadavg").read_text().split()[0]
         rows = []
         for name, case in cases:
-            seen, seconds = timed(case)
-            assert seen == args.events, f"{name} read {seen} of {args.events}"
-            rows.append((name, seen, seconds, seen / seconds))
+            timing = timed(case)
+            assert timing.seen == args.events, f"{name} read {timing.seen} of {args.events}"
+            rows.append((name, timing))
         with clickhouse_client(settings) as client:
             (total,) = client.execute("SELECT sum(counter) FROM daily_stats")[0]
         assert total == args.events, f"replayed day holds {total} of {args.events}"
@@ -146,27 +168,33 @@ def main() -> None:
         delete_topics(BOOTSTRAP, topic)
         with clickhouse_client(settings, database="default") as admin:
             admin.execute(f"DROP DATABASE IF EXISTS `{database}`")
-    report(rows, args)
+    report(rows, args, load)
 
 
-def report(rows: list[tuple[str, int, float, float]], args: argparse.Namespace) -> None:
+def report(rows: list[tuple[str, Timing]], args: argparse.Namespace, load: str) -> None:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())  # fmt: skip
-    floor = rows[0][3]
+    kafka_python, aiokafka = rows[0][1].seconds, rows[1][1].seconds
     lines = [
         f"replay benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"machine: {os.cpu_count()} cores, {cpu}; pinned to core {args.core}; Kafka and ClickHouse on the same machine",
+        f"load: {load} (1-minute load average before the cases); 'others' = the machine's CPU used by other processes",
         f"command: python -m bench.replay --events {args.events}  (make bench-replay)",
         f"{args.events:,} events of one closed day, ~2,000 counters (Zipf), 6 partitions",
         "",
-        f"{'case':<48} {'events':>10} {'seconds':>8} {'events/s':>10} {'vs kafka-python':>16}",
+        f"{'case':<46} {'seconds':>7} {'events/s':>9} {'vs kafka-python':>15} {'vs aiokafka':>11} "
+        f"{'CPU s':>6} {'events/CPU s':>12} {'others':>6}",
     ]
-    for name, seen, seconds, rate in rows:
-        lines.append(f"{name:<48} {seen:>10,} {seconds:>8.2f} {rate:>10,.0f} {rate / floor:>15.2f}x")
+    for name, t in rows:
+        lines.append(
+            f"{name:<46} {t.seconds:>7.2f} {t.seen / t.seconds:>9,.0f} "
+            f"{kafka_python / t.seconds:>14.2f}x {aiokafka / t.seconds:>10.2f}x "
+            f"{t.cpu:>6.2f} {t.seen / t.cpu:>12,.0f} {t.others:>6.0%}"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    with RESULTS.open("a") as results:
+        results.write(text + "\n")
 
 
 if __name__ == "__main__":
