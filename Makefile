@@ -3,8 +3,9 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.8
 UV := python3 -m uv
 TALLY := .venv/bin/tally
+SOAK_SECONDS ?= 600
 
-.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest
+.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest soak
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -60,3 +61,7 @@ bench-replay: install
 ## bench-ingest: ingest on one core beside nginx and the app without Kafka (about 2 minutes; README "Performance: ingest")
 bench-ingest: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest $(BENCH_ARGS)
+
+## soak: the whole system under mixed load and faults, reconciled (SOAK_SECONDS, default 600; README "Reliability")
+soak: install
+	flock /tmp/tally-bench.lock .venv/bin/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
