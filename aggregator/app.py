@@ -198,7 +198,7 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         owned = {tp.partition for tp in _assigned(app, settings.kafka.topic)}
-        metrics.sample_days(lambda: day_totals(counts.items(), owned))
+        metrics.sample_days(lambda: day_totals(counts.items(), owned, open_from()))
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")

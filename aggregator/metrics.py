@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterable
+from datetime import date
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -95,11 +96,17 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
-def day_totals(items: Iterable[tuple[str, Tally]], partitions: Collection[int]) -> dict[str, int]:
-    """Events per day (``YYYY-MM-DD``) in the daily counters of ``partitions`` (standby copies left out)."""
+def day_totals(items: Iterable[tuple[str, Tally]], partitions: Collection[int], first_day: date) -> dict[str, int]:
+    """Events per open day (``YYYY-MM-DD``, from ``first_day`` on) in the daily counters of ``partitions``.
+
+    Standby copies of other workers' partitions are left out, and so are closed days, whose counters
+    leave the table partition by partition (a total that shrinks would look like lost events).
+    """
+    first = first_day.isoformat()
     totals: dict[str, int] = {}
     for key, tally in items:
         if key.startswith("d") and tally.partition in partitions:
             day = key[1:11]
-            totals[day] = totals.get(day, 0) + tally.counter
+            if day >= first:
+                totals[day] = totals.get(day, 0) + tally.counter
     return totals

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -76,8 +76,9 @@ def test_workers_day_totals_come_from_the_daily_counters_of_owned_partitions() -
         ("h1795611600:a::", Tally(5, 10, 0)),  # hourly: the same events again, left out
         ("d2026-11-25:z::", Tally(100, 9, 2)),  # a standby copy of partition 2, owned by another worker
     ]
-    assert day_totals(table, {0, 1}) == {"2026-11-25": 8, "2026-11-24": 7}
-    assert day_totals(table, set()) == {}
+    assert day_totals(table, {0, 1}, date(2026, 11, 23)) == {"2026-11-25": 8, "2026-11-24": 7}
+    assert day_totals(table, {0, 1}, date(2026, 11, 25)) == {"2026-11-25": 8}  # the 24th closed: left out
+    assert day_totals(table, set(), date(2026, 11, 23)) == {}
 
 
 def test_workers_day_gauge_forgets_days_that_left_the_table() -> None:
