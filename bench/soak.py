@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -437,6 +438,8 @@ class Soak:
         s = self.settings
         run = self.run
         run.load_before = os.getloadavg()
+        # clickhouse_driver logs every refused connection with its traceback: ClickHouse is down on purpose.
+        logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
         self.stack.clean()
         say(f"soak: own stack under {s.root}")
         self.stack.start()
