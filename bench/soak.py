@@ -73,6 +73,8 @@ class SoakSettings:
     name: str = ""
     """Results file stem; default ``soak-<seconds>s``."""
     workers: int = 2
+    store: str = "rocksdb://"
+    """The workers' table store: RocksDB, as the README advises for several workers (known bug, memory store)."""
     day_tz: str = "UTC"
     clickhouse_outage_s: float = 30.0
     worker_down_s: float = SESSION_TIMEOUT_S + 5
@@ -195,6 +197,7 @@ class SoakStack:
             "TALLY_WORKER_APP_ID": self.app_id,
             "TALLY_WORKER_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
             "TALLY_DAY_TZ": self.settings.day_tz,
+            "TALLY_WORKER_STORE": self.settings.store,
             "TALLY_READ_TOKENS": READ_TOKEN,
             "TALLY_PUBLIC_GET_STATS": "true",
             "TALLY_API_MAX_ROWS": "100000",  # the reconciliation reads every counter in one answer
@@ -529,12 +532,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=SoakSettings.results)
     parser.add_argument("--name", default="")
     parser.add_argument("--day-tz", default="UTC")
+    parser.add_argument(
+        "--store", default=SoakSettings.store, help="the workers' table store (memory:// or rocksdb://)"
+    )
     parser.add_argument("--clickhouse-outage", type=float, default=SoakSettings.clickhouse_outage_s)
     parser.add_argument("--window", type=float, default=SoakSettings.window_s, help="seconds before/after a fault")
     args = parser.parse_args(argv)
     settings = SoakSettings(
         seconds=args.seconds, rate=args.rate, root=args.root.resolve(), results=args.results,
-        name=args.name, day_tz=args.day_tz, clickhouse_outage_s=args.clickhouse_outage, window_s=args.window,
+        name=args.name, day_tz=args.day_tz, store=args.store,
+        clickhouse_outage_s=args.clickhouse_outage, window_s=args.window,
     )  # fmt: skip
     report = soak(settings)
     sys.stdout.write(report.text)

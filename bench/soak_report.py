@@ -280,12 +280,13 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         "differences": len(rec.differences) + len(rec.get_stats_differences),
     }
     lines = [
-        f"Soak test: {s.seconds:.0f} s nominal ({load_s:.0f} s of load), {s.rate:.0f} requests/s, {s.workers} workers"
+        f"Soak test: {s.seconds:.0f} s nominal ({load_s:.0f} s of load), {s.rate:.0f} requests/s, {s.workers} workers "
+        f"({s.store})"
         " -- reconciliation RECONCILED_PLACEHOLDER",
         f"run {datetime.fromtimestamp(t0, UTC):%Y-%m-%d %H:%M:%S} UTC; {machine}; load average "
         f"{' '.join(f'{x:.2f}' for x in run.load_before)} before, {' '.join(f'{x:.2f}' for x in run.load_after)} after"
         " (the machine is shared: other work may run beside the soak)",
-        "command: python -m bench.soak " + f"--seconds {s.seconds:.0f} --rate {s.rate:.0f}",
+        f"command: python -m bench.soak --seconds {s.seconds:.0f} --rate {s.rate:.0f} --store {s.store}",
         f"day zone {s.day_tz}; simulated day boundary (client timestamps of JSON events): "
         + (f"{run.boundary.isoformat()}" if run.boundary else "none (a real midnight instead)"),
         "",
