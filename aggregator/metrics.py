@@ -1,7 +1,7 @@
 """What a worker tells Prometheus, on its own registry (one per app, so tests can run several).
 
-``tally_worker_day_events{day}`` is the reconciliation figure: the events counted into each day still in
-the worker's table, summed over the partitions this worker owns, read from the table itself (restored from
+``tally_worker_day_events{day}`` is the reconciliation figure: the events counted into each open day,
+summed over the partitions this worker owns, read from the table itself (restored from
 the changelog after a crash), so it is exact and survives restarts. Summed over the workers it equals
 ``tally_ingest_events_accepted_by_day_total`` summed over the ingest processes, once the pipeline has
 caught up (README, "Reliability").
@@ -64,7 +64,7 @@ class WorkerMetrics:
             self.events_dropped.labels(reason.value)
         self.day_events = Gauge(
             "tally_worker_day_events",
-            "Events counted into each day still in the table, over the partitions this worker owns",
+            "Events counted into each open day, over the partitions this worker owns (from its table)",
             ["day"],
             registry=r,
         )
