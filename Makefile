@@ -3,8 +3,9 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.8
 UV := python3 -m uv
 TALLY := .venv/bin/tally
+SOAK_SECONDS ?= 600
 
-.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest tally-js zookeeper dashboard-picture
+.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest tally-js zookeeper dashboard-picture soak
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -78,3 +79,7 @@ bench-ingest: install
 ## dashboard-picture: docs/dashboard-overview.png, the overview dashboard drawn from its own queries (needs ClickHouse: `make up`)
 dashboard-picture: install
 	.venv/bin/python deploy/grafana/render.py
+
+## soak: the whole system under mixed load and faults, reconciled (SOAK_SECONDS, default 600; README "Reliability")
+soak: install
+	flock /tmp/tally-bench.lock .venv/bin/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)

@@ -40,7 +40,7 @@ from aggregator.count import (
     since,
 )
 from aggregator.decode import Message, decode_messages
-from aggregator.metrics import Drop, WorkerMetrics
+from aggregator.metrics import Drop, WorkerMetrics, day_totals
 from aggregator.rollup import Rollup
 from aggregator.settings import WorkerSettings
 from aggregator.write import ClickHouseWriter, RollupWriter
@@ -197,6 +197,8 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
+        owned = {tp.partition for tp in _assigned(app, settings.kafka.topic)}
+        metrics.sample_days(lambda: day_totals(counts.items(), owned, open_from()))
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")

@@ -1,11 +1,25 @@
-"""What a worker tells Prometheus, on its own registry (one per app, so tests can run several)."""
+"""What a worker tells Prometheus, on its own registry (one per app, so tests can run several).
+
+``tally_worker_day_events{day}`` is the reconciliation figure: the events counted into each open day,
+summed over the partitions this worker owns, read from the table itself (restored from
+the changelog after a crash), so it is exact and survives restarts. Summed over the workers it equals
+``tally_ingest_events_accepted_by_day_total`` summed over the ingest processes, once the pipeline has
+caught up (README, "Reliability").
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection, Iterable
+from datetime import date
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from aggregator.count import Tally
+
+# The day totals scan the whole table: at most once per this many seconds, however often /metrics is read.
+DAY_TOTALS_EVERY_S = 5.0
 
 
 class Drop(StrEnum):
@@ -48,6 +62,26 @@ class WorkerMetrics:
         )
         for reason in Drop:
             self.events_dropped.labels(reason.value)
+        self.day_events = Gauge(
+            "tally_worker_day_events",
+            "Events counted into each open day, over the partitions this worker owns (from its table)",
+            ["day"],
+            registry=r,
+        )
+        self._days: set[str] = set()
+        self._days_at = 0.0
+
+    def sample_days(self, read: Callable[[], dict[str, int]]) -> None:
+        """Refresh ``tally_worker_day_events`` from ``read()`` (see :func:`day_totals`), if not done lately."""
+        if time.monotonic() - self._days_at < DAY_TOTALS_EVERY_S:
+            return
+        totals = read()
+        for day in self._days - totals.keys():
+            self.day_events.remove(day)
+        for day, events in totals.items():
+            self.day_events.labels(day).set(events)
+        self._days = set(totals)
+        self._days_at = time.monotonic()
 
     def flushed(self, rows: int, seconds: float) -> None:
         self._flushed_at = time.time()
@@ -60,3 +94,19 @@ class WorkerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def day_totals(items: Iterable[tuple[str, Tally]], partitions: Collection[int], first_day: date) -> dict[str, int]:
+    """Events per open day (``YYYY-MM-DD``, from ``first_day`` on) in the daily counters of ``partitions``.
+
+    Standby copies of other workers' partitions are left out, and so are closed days, whose counters
+    leave the table partition by partition (a total that shrinks would look like lost events).
+    """
+    first = first_day.isoformat()
+    totals: dict[str, int] = {}
+    for key, tally in items:
+        if key.startswith("d") and tally.partition in partitions:
+            day = key[1:11]
+            if day >= first:
+                totals[day] = totals.get(day, 0) + tally.counter
+    return totals

@@ -61,6 +61,7 @@ def create_app(
         metrics = IngestMetrics(
             routes=[r.path for r in app.routes if isinstance(r, Route)],
             mounts=[r.path for r in app.routes if isinstance(r, Mount)],
+            day_tz=settings.day_tz,
         )
         sampler = asyncio.create_task(sample_producer_forever(metrics, publisher))
         try:

@@ -2,6 +2,7 @@
 
     tally_ingest_requests_total{route, method, status}   every answer; route is a known path or "other"
     tally_ingest_events_accepted_total                   events now in Kafka (answered 2xx)
+    tally_ingest_events_accepted_by_day_total{day}       the same, by the day each event counts on (TALLY_DAY_TZ)
     tally_ingest_events_dropped_total{reason}            events not counted under their own label (DropReason)
     tally_ingest_publish_seconds                         from a request's first send to its last ack
     tally_ingest_publish_failed_total{reason}            publishes answered 503: timeout, error, full
@@ -23,17 +24,22 @@ the sum over all of them (gauges: sum, or max for times, over live processes).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from ingest.outcome import Drop, DropReason
+from schema.event import LabelEvent
 
 MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 PUBLISH_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 METHODS: Final = frozenset({"GET", "POST", "OPTIONS", "HEAD"})
+# Days kept as series of tally_ingest_events_accepted_by_day_total: client timestamps reach one day back,
+# the worker's windows three; older days' series are removed so the label stays bounded.
+DAYS_KEPT: Final = 8
 
 # kafka-python's producer-metrics figures worth a gauge: (its name, ours, help, how to combine processes).
 PRODUCER_FIGURES: Final[tuple[tuple[str, str, str, Literal["livemax", "livesum"]], ...]] = (
@@ -54,7 +60,11 @@ class IngestMetrics:
     """
 
     def __init__(
-        self, routes: Iterable[str], mounts: Iterable[str] = (), registry: CollectorRegistry | None = None
+        self,
+        routes: Iterable[str],
+        mounts: Iterable[str] = (),
+        registry: CollectorRegistry | None = None,
+        day_tz: tzinfo = UTC,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         self.multiprocess = MULTIPROCESS_ENV in os.environ
@@ -66,6 +76,15 @@ class IngestMetrics:
         )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._accepted = Counter("tally_ingest_events_accepted", "Events in Kafka, answered 2xx", registry=r)
+        self._accepted_by_day = Counter(
+            "tally_ingest_events_accepted_by_day",
+            "Events in Kafka, answered 2xx, by the day they count on (for reconciliation with the workers)",
+            ["day"],
+            registry=r,
+        )
+        self._day_children: dict[str, Counter] = {}
+        self._day_tz = day_tz
+        self._day_of_minute: dict[int, str] = {}
         dropped = Counter(
             "tally_ingest_events_dropped", "Events not counted under their own label", ["reason"], registry=r
         )
@@ -110,9 +129,36 @@ class IngestMetrics:
             return path
         return next((mount for mount in self._mounts if path.startswith(mount)), "other")
 
-    def published(self, events: int, seconds: float) -> None:
-        self._accepted.inc(events)
+    def published(self, events: Sequence[LabelEvent], seconds: float) -> None:
+        self._accepted.inc(len(events))
         self._publish_seconds.observe(seconds)
+        by_day: dict[str, int] = {}
+        for event in events:
+            day = self._day(event.ts_ms)
+            by_day[day] = by_day.get(day, 0) + 1
+        for day, count in by_day.items():
+            child = self._day_children.get(day)
+            if child is None:
+                child = self._new_day(day)
+            child.inc(count)
+
+    def _day(self, ts_ms: int) -> str:
+        """The day an event counts on, as the worker decides it (every zone's days start on a whole minute)."""
+        minute = ts_ms // 60_000
+        day = self._day_of_minute.get(minute)
+        if day is None:
+            if len(self._day_of_minute) > 10_000:
+                self._day_of_minute.clear()
+            day = self._day_of_minute[minute] = datetime.fromtimestamp(minute * 60, self._day_tz).date().isoformat()
+        return day
+
+    def _new_day(self, day: str) -> Counter:
+        child = self._day_children[day] = self._accepted_by_day.labels(day)
+        for old in sorted(self._day_children)[:-DAYS_KEPT]:
+            del self._day_children[old]
+            if not self.multiprocess:  # multiprocess files keep every series until the directory goes
+                self._accepted_by_day.remove(old)
+        return child
 
     def publish_failed(self, reason: str) -> None:
         self._failed.get(reason, self._failed["error"]).inc()

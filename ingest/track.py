@@ -67,7 +67,7 @@ async def _publish(request: Request, outcome: Outcome) -> None:
         except BrokerUnavailable as unavailable:
             metrics.publish_failed(unavailable.cause)
             raise
-        metrics.published(len(outcome.events), time.perf_counter() - started)
+        metrics.published(outcome.events, time.perf_counter() - started)
     if outcome.drops:
         metrics.dropped(outcome.drops)
 
