@@ -34,6 +34,7 @@ from kafka.partitioner import DefaultPartitioner, Partitioner, murmur2
 from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import BrokerUnavailable
+from ingest.producer_recovery import recover_after_reset
 from schema.event import LabelEvent, encode, encode_key
 from schema.settings import KafkaSettings
 
@@ -89,6 +90,7 @@ class KafkaPublisher:
             # starts (and answers 503) while Kafka is down.
             api_version=(3, 9),
         )
+        recover_after_reset(self._producer)
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings, settings: PublishSettings) -> KafkaPublisher:

@@ -45,10 +45,5 @@ def test_every_2xx_event_is_counted_once_and_nothing_else_is(report: Report) -> 
     assert report.png.stat().st_size > 0 and report.txt.read_text() == report.text
 
 
-@pytest.mark.xfail(
-    reason="known bug (README): after a Kafka broker restart under load, ingest's producer answers 503 "
-    "until ingest is restarted",
-    strict=False,
-)
 def test_events_are_taken_again_after_every_fault(report: Report) -> None:
     assert report.recovered, report.text
