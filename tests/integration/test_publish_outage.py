@@ -96,7 +96,8 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
             f"ingest did not take events again within 120 s of the outage (broker back after {DOWN_S} s): {outcomes}"
         )
 
-        on_topic = Counter(decode(value).label for _, _, value in read_all(kafka_settings.bootstrap, kafka_settings.topic))
+        records = read_all(kafka_settings.bootstrap, kafka_settings.topic)
+        on_topic = Counter(decode(value).label for _, _, value in records)
         accepted = {label for label, status in answers.items() if status == 202}
         assert {label: on_topic[label] for label in accepted} == dict.fromkeys(accepted, 1), (
             "every 2xx'd event on the topic exactly once"
