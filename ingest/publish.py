@@ -5,9 +5,12 @@ kafka-python's ``send()`` waits for one thing only: the topic's metadata
 topic's partitions, :meth:`KafkaPublisher.publish` sends on the event loop
 itself, where appending a record to a batch takes microseconds; before that
 (at startup, or while the topic is unknown) it sends from a worker thread,
-bounded by ``max_block_ms``. Acks come back on the producer's I/O thread:
-each record's callback counts down, and only the request's last ack (or its
-first failure) wakes the event loop, once per request.
+bounded by ``max_block_ms``. On the event loop, records go straight into
+the batches kafka-python is filling (:class:`_BatchAppender`), and a
+request waits for those batches rather than for a future per record: acks
+come back on the producer's I/O thread once per batch, and one wake-up of
+the event loop settles every request waiting on that batch; a request is
+answered when its last batch is acked (or at its first failure).
 
 Every wait is bounded: the producer's ``delivery_timeout_ms`` is shorter
 than how long a request waits, so when a request gives up, the producer has
@@ -22,15 +25,17 @@ queueing in memory while Kafka is slow or away. Backend threads
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
+from kafka import __version__ as kafka_version
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.partitioner import DefaultPartitioner, Partitioner, murmur2
+from kafka.structs import TopicPartition
 from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import BrokerUnavailable
@@ -89,6 +94,7 @@ class KafkaPublisher:
             # starts (and answers 503) while Kafka is down.
             api_version=(3, 9),
         )
+        self._batches = _BatchAppender(self._producer, topic) if _BatchAppender.supported(self._producer) else None
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings, settings: PublishSettings) -> KafkaPublisher:
@@ -96,18 +102,22 @@ class KafkaPublisher:
 
     async def publish(self, events: Sequence[LabelEvent]) -> None:
         count = len(events)
+        if not count:
+            return
         if self.in_flight + count > self.settings.max_in_flight:
             raise BrokerUnavailable(
                 f"more than {self.settings.max_in_flight} events waiting for Kafka", self.settings.retry_after_s, "full"
             )
-        loop = asyncio.get_running_loop()
-        acks = _Acks(loop, count)
+        acks = _Acks(asyncio.get_running_loop())
         self.in_flight += count
         try:
-            if self._knows_topic():
-                self._send(events, acks)  # cannot block: see the module's docstring
-            else:
+            partitions = self._producer._metadata.partitions_for_topic(self.topic)
+            if partitions is None:
                 await run_in_threadpool(self._send, events, acks)
+            elif self._batches is not None:
+                self._batches.append(events, acks, partitions)  # cannot block: see the module's docstring
+            else:
+                self._send(events, acks)
             async with asyncio.timeout(self.settings.delivery_timeout_ms / 1000 + 1):
                 await acks.done
         except Exception as exc:
@@ -126,20 +136,16 @@ class KafkaPublisher:
             raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc)) from exc
 
     def _send(self, events: Sequence[LabelEvent], acks: _Acks) -> None:
+        """kafka-python's public way, a future per record: while the topic is unknown, or without the batch path."""
+        acks.expect(len(events))
         for event in events:
-            future = self._send_one(event)
-            future.add_callback(acks.acked)
-            future.add_errback(acks.failed)
+            self._send_one(event).add_both(acks.record_settled)
 
     def _send_one(self, event: LabelEvent) -> Any:
         """kafka-python's future of one record; may block up to ``max_block_ms`` while the topic is unknown."""
         # The record's timestamp is the event's time, so a replay can find a day's
         # events by timestamp (schema.event; aggregator.replay).
         return self._producer.send(self.topic, value=encode(event), key=encode_key(event), timestamp_ms=event.ts_ms)
-
-    def _knows_topic(self) -> bool:
-        """Whether send() will not wait for metadata. kafka-python has no public way to ask without waiting."""
-        return self._producer._metadata.partitions_for_topic(self.topic) is not None
 
     def ready(self) -> bool:
         """Whether the producer knows where the topic's partitions are."""
@@ -159,18 +165,28 @@ class KafkaPublisher:
         self._producer.close(timeout=5)
 
 
+MAX_REMEMBERED_KEYS: Final = 100_000
+KAFKA_PYTHON_SERIES: Final = "3.0."
+"""The kafka-python releases whose internals :class:`_BatchAppender` was written against."""
+
+
 class _Acks:
-    """Counts one request's acks down on the producer's I/O thread; wakes the event loop once."""
+    """One request's wait for its parts (the batches its records went into, or records): the last wakes it.
 
-    __slots__ = ("_lock", "_loop", "_remaining", "done")
+    Parts settle on the request's event loop (the producer's I/O thread hands
+    them over with ``call_soon_threadsafe``), so the count needs no lock.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+    __slots__ = ("_loop", "_remaining", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
         self._loop = loop
-        self._remaining = count
-        # Callbacks run on the I/O thread, or on the sender's thread if a record
-        # is acked before its callback is added.
-        self._lock = threading.Lock()
+        self._remaining = 0
+
+    def expect(self, parts: int) -> None:
+        """Before any of these parts can settle: on the event loop, or before ``publish`` awaits."""
+        self._remaining += parts
 
     def abandon(self) -> None:
         """The request is answered: acks that come later find ``done`` settled and leave it."""
@@ -179,31 +195,153 @@ class _Acks:
         elif not self.done.cancelled():
             self.done.exception()  # retrieved: no "exception was never retrieved" at garbage collection
 
-    def acked(self, _metadata: object) -> None:
-        with self._lock:
-            self._remaining -= 1
-            if self._remaining:
+    def record_settled(self, result: object) -> None:
+        """A record future's callback and errback, on the I/O thread."""
+        _wake(self._loop, _settle, [self], result if isinstance(result, BaseException) else None)
+
+    def settle(self, exc: BaseException | None) -> None:
+        """On the event loop: one part acked (``exc`` None) or failed."""
+        if self.done.done():  # failed already, or the request gave up
+            return
+        if exc is not None:
+            self.done.set_exception(exc)
+            return
+        self._remaining -= 1
+        if not self._remaining:
+            self.done.set_result(None)
+
+
+def _settle(waiters: list[_Acks], exc: BaseException | None) -> None:
+    for acks in waiters:
+        acks.settle(exc)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, settle: Any, waiters: list[_Acks], exc: BaseException | None) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(settle, waiters, exc)
+
+
+class _BatchAppender:
+    """Appends a request's records straight into kafka-python's open record batches; one wait per batch.
+
+    What ``KafkaProducer.send()`` does per record, less what ingest does not
+    need: checks of headers and serializers, the partitioner call, the size
+    estimate, and a future per record, which the producer's I/O thread
+    resolves one by one. Here each counter's key and partition are
+    remembered, each record is appended under the partition's lock into the
+    batch kafka-python is filling (a new batch is started by kafka-python's
+    own ``append``), and a request waits for the batches its records went
+    into: one callback per batch settles every request waiting on it, with
+    one wake-up of the event loop. The batch's ack is the same acks=all ack
+    (``acks.done`` fails if Kafka refused any record of the batch).
+
+    This uses kafka-python's internals (the accumulator, its batches and
+    locks), so it runs only on the version it was written against
+    (:data:`KAFKA_PYTHON_SERIES`); any other version gets ``send()``.
+    A batch kafka-python splits (a broker's MESSAGE_TOO_LARGE, impossible
+    with records of a few hundred bytes) never acks its first future: the
+    requests waiting on it time out into a 503, never a false 2xx.
+    """
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._accumulator = producer._accumulator
+        self._topic = topic
+        self._routes: dict[tuple[str, str, str], tuple[bytes, TopicPartition]] = {}
+        self._partition_count = 0
+        # Per partition: the batch being filled (its produce future) and who waits on it.
+        self._watched: dict[TopicPartition, tuple[Any, list[_Acks]]] = {}
+
+    @staticmethod
+    def supported(producer: KafkaProducer) -> bool:
+        accumulator = getattr(producer, "_accumulator", None)
+        return kafka_version.startswith(KAFKA_PYTHON_SERIES) and all(
+            hasattr(accumulator, name) for name in ("_tp_lock", "_batches", "_appends_in_progress", "_closed")
+        )
+
+    def append(self, events: Sequence[LabelEvent], acks: _Acks, partitions: set[int]) -> None:
+        accumulator = self._accumulator
+        if len(partitions) != self._partition_count:
+            self._routes.clear()
+            self._partition_count = len(partitions)
+        accumulator._appends_in_progress.increment()  # close() waits for appends in progress
+        try:
+            now = time.monotonic()
+            for event in events:
+                key, tp = self._route(event, partitions)
+                value = encode(event)
+                with accumulator._tp_lock(tp):
+                    if accumulator._closed:
+                        raise KafkaError("the producer is closed")
+                    batches = accumulator._batches[tp]
+                    if batches:
+                        batch = batches[-1]
+                        appended = batch.records.append(event.ts_ms, key, value, None)
+                        if appended is not None:
+                            if appended.size > batch.max_record_size:
+                                batch.max_record_size = appended.size
+                            batch.last_append = now
+                            self._watch(tp, batch.produce_future, acks)
+                            continue
+                self._append_to_new_batch(tp, event.ts_ms, key, value, acks)
+        finally:
+            accumulator._appends_in_progress.decrement()
+
+    def _route(self, event: LabelEvent, partitions: set[int]) -> tuple[bytes, TopicPartition]:
+        """The counter's Kafka key and partition: murmur2 of the key, as kafka-python's DefaultPartitioner."""
+        counter = (event.label, event.category, event.dom_id)
+        route = self._routes.get(counter)
+        if route is None:
+            if len(self._routes) >= MAX_REMEMBERED_KEYS:
+                self._routes.clear()
+            key = encode_key(event)
+            ordered = sorted(partitions)
+            partition = ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
+            route = self._routes[counter] = (key, TopicPartition(self._topic, partition))
+        return route
+
+    def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes, value: bytes, acks: _Acks) -> None:
+        """kafka-python's own append starts the batch; then wait on it like on any other."""
+        accumulator = self._accumulator
+        future = accumulator.append(tp, ts_ms, key, value, [])[0]
+        self._producer._sender.wakeup()
+        with accumulator._tp_lock(tp):
+            batches = accumulator._batches[tp]
+            if batches and batches[-1].produce_future is future._produce_future:
+                self._watch(tp, future._produce_future, acks)
                 return
-        self._loop.call_soon_threadsafe(_settle, self.done, None)
+        # Already drained, maybe acked: wait on the record's own future instead.
+        acks.expect(1)
+        future.add_both(acks.record_settled)
 
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._remaining <= 0:  # already settled
+    def _watch(self, tp: TopicPartition, produce_future: Any, acks: _Acks) -> None:
+        """Under the partition's lock, while the batch is open (so not yet acked): ``acks`` waits for it."""
+        watched = self._watched.get(tp)
+        if watched is not None and watched[0] is produce_future:
+            waiters = watched[1]
+            if waiters[-1] is acks:
                 return
-            self._remaining = -1
-        self._loop.call_soon_threadsafe(_settle, self.done, exc)
+            waiters.append(acks)
+        else:
+            waiters = [acks]
+            self._watched[tp] = (produce_future, waiters)
+            produce_future.add_both(_batch_settled, waiters)
+        acks.expect(1)
 
 
-def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
-    if done.done():  # the request already gave up
-        return
-    if exc is None:
-        done.set_result(None)
-    else:
-        done.set_exception(exc)
-
-
-MAX_REMEMBERED_KEYS: Final = 100_000
+def _batch_settled(waiters: list[_Acks], result: object) -> None:
+    """On the I/O thread: a batch is acked, or failed; every request waiting on it hears once per event loop."""
+    exc: BaseException | None = None
+    if isinstance(result, BaseException):
+        exc = result
+    elif isinstance(result, tuple) and result[2] is not None:  # (base offset, time, the records' errors)
+        failed = result[2](0)
+        exc = failed if isinstance(failed, BaseException) else KafkaError("the batch failed")
+    loops: dict[asyncio.AbstractEventLoop, list[_Acks]] = {}
+    for acks in waiters:
+        loops.setdefault(acks._loop, []).append(acks)
+    for loop, group in loops.items():
+        _wake(loop, _settle, group, exc)
 
 
 class RememberingPartitioner(Partitioner):  # type: ignore[misc]  # kafka-python is untyped

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from deploy.logs import dict_config
 from ingest.publish import RememberingPartitioner, _Acks
 from ingest.settings import IngestSettings
-from schema.event import LabelEvent
+from schema.event import LabelEvent, encode_key
 from schema.settings import SettingError
 from tests.unit.test_ingest_app import DEFAULTS, FakePublisher, running
 
@@ -203,14 +203,32 @@ def test_the_remembering_partitioner_chooses_what_kafka_pythons_default_would(pa
         )
 
 
+@pytest.mark.parametrize("partitions", [1, 6, 7])
+def test_the_batch_path_chooses_the_partition_kafka_pythons_default_would(partitions: int) -> None:
+    from ingest.publish import KafkaPublisher, PublishSettings
+
+    publisher = KafkaPublisher("127.0.0.1:1", "t", PublishSettings())
+    try:
+        assert publisher._batches is not None, "kafka-python is of the series the batch path was written for"
+        cluster, default = cluster_with("t", partitions), DefaultPartitioner()
+        events = [LabelEvent(f"label{n}", f"cat{n % 3}", f"btn{n % 7}", 1) for n in range(500)]
+        for event in events + events:  # the second round comes from memory
+            key, tp = publisher._batches._route(event, set(range(partitions)))
+            assert key == encode_key(event)
+            assert tp == ("t", default.partition("t", key, key, None, b"v", cluster))
+    finally:
+        publisher._producer.close(timeout=0)
+
+
 def test_acks_wake_the_request_once_after_the_last_one_or_at_the_first_failure() -> None:
     async def settled_after_each(outcomes: Sequence[BaseException | None]) -> tuple[list[bool], object]:
         """Feed acks (None) or failures from another thread; whether the request was woken after each."""
         loop = asyncio.get_running_loop()
-        acks = _Acks(loop, len(outcomes))
+        acks = _Acks(loop)
+        acks.expect(len(outcomes))
         settled = []
         for outcome in outcomes:
-            await loop.run_in_executor(None, acks.acked if outcome is None else acks.failed, outcome)
+            await loop.run_in_executor(None, acks.record_settled, "metadata" if outcome is None else outcome)
             await asyncio.sleep(0)  # let call_soon_threadsafe's callback run
             settled.append(acks.done.done())
         result = acks.done.exception() or "acked"
@@ -220,6 +238,28 @@ def test_acks_wake_the_request_once_after_the_last_one_or_at_the_first_failure()
     assert asyncio.run(settled_after_each([None, None, None])) == ([False, False, True], "acked")
     failure = RuntimeError("NotEnoughReplicas")
     assert asyncio.run(settled_after_each([None, failure, None])) == ([False, True, True], failure)
+
+
+def test_a_batch_that_kafka_refused_fails_every_request_waiting_on_it() -> None:
+    from kafka.errors import NotEnoughReplicasError
+
+    from ingest.publish import _batch_settled
+
+    async def outcome(result: object) -> list[object]:
+        loop = asyncio.get_running_loop()
+        waiters = [_Acks(loop) for _ in range(3)]
+        for acks in waiters:
+            acks.expect(1)
+        await loop.run_in_executor(None, _batch_settled, waiters, result)
+        await asyncio.sleep(0)
+        found = [acks.done.exception() or "acked" for acks in waiters]
+        for acks in waiters:
+            acks.abandon()
+        return found
+
+    refused = NotEnoughReplicasError("2 of 3")
+    assert asyncio.run(outcome((17, -1, None))) == ["acked"] * 3
+    assert asyncio.run(outcome((-1, -1, lambda _index: refused))) == [refused] * 3
 
 
 def test_a_full_buffer_is_a_503_at_once() -> None:
