@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -79,6 +80,9 @@ class KafkaPublisher:
         self.settings = settings
         self.in_flight = 0
         """Events handed to the producer by ``publish`` and not yet settled (changed on the event loop only)."""
+        self._wait_s = settings.delivery_timeout_ms / 1000 + 1
+        """How long a request waits for its acks: longer than the producer's own delivery timeout."""
+        self._deadlines: _Deadlines | None = None
         request_timeout = max(settings.delivery_timeout_ms - settings.linger_ms - 100, 500)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
@@ -108,9 +112,11 @@ class KafkaPublisher:
             raise BrokerUnavailable(
                 f"more than {self.settings.max_in_flight} events waiting for Kafka", self.settings.retry_after_s, "full"
             )
-        acks = _Acks(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        acks = _Acks(loop)
         self.in_flight += count
         try:
+            waits_on_its_own = not self._deadlines_on(loop).add(acks)
             partitions = self._producer._metadata.partitions_for_topic(self.topic)
             if partitions is None:
                 await run_in_threadpool(self._send, events, acks)
@@ -118,7 +124,10 @@ class KafkaPublisher:
                 self._batches.append(events, acks, partitions)  # cannot block: see the module's docstring
             else:
                 self._send(events, acks)
-            async with asyncio.timeout(self.settings.delivery_timeout_ms / 1000 + 1):
+            if waits_on_its_own:
+                async with asyncio.timeout(self._wait_s):
+                    await acks.done
+            else:
                 await acks.done
         except Exception as exc:
             raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc)) from exc
@@ -126,8 +135,14 @@ class KafkaPublisher:
             self.in_flight -= count
             acks.abandon()
 
+    def _deadlines_on(self, loop: asyncio.AbstractEventLoop) -> _Deadlines:
+        """The deadlines of the loop that publishes (a new one when the previous loop is closed)."""
+        if self._deadlines is None or self._deadlines.loop.is_closed():
+            self._deadlines = _Deadlines(loop, self._wait_s)
+        return self._deadlines
+
     def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
-        deadline = time.monotonic() + self.settings.delivery_timeout_ms / 1000 + 1
+        deadline = time.monotonic() + self._wait_s
         try:
             sent = [self._send_one(event) for event in events]
             for future in sent:
@@ -209,6 +224,48 @@ class _Acks:
         self._remaining -= 1
         if not self._remaining:
             self.done.set_result(None)
+
+
+class _Deadlines:
+    """The deadlines of the requests waiting on one event loop, in one timer.
+
+    Every request waits equally long, so deadlines come in order: a queue,
+    with one timer for its head, instead of a timer per request
+    (``asyncio.timeout``'s timer and its cancellation cost a GET more than
+    its parse and validation). Requests answered are dropped from the head as
+    new ones come, so the queue holds about the requests in flight. A
+    request still waiting at its deadline fails with TimeoutError, as under
+    ``asyncio.timeout``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wait_s: float) -> None:
+        self.loop = loop
+        self._wait_s = wait_s
+        self._queue: deque[tuple[float, _Acks]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, acks: _Acks) -> bool:
+        """Give ``acks`` its deadline; False if it waits on another loop (it must then time itself)."""
+        if acks._loop is not self.loop:
+            return False
+        queue = self._queue
+        while queue and queue[0][1].done.done():
+            queue.popleft()
+        deadline = self.loop.time() + self._wait_s
+        queue.append((deadline, acks))
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._expire)
+        return True
+
+    def _expire(self) -> None:
+        self._timer = None
+        queue, now = self._queue, self.loop.time()
+        while queue and (queue[0][0] <= now or queue[0][1].done.done()):
+            acks = queue.popleft()[1]
+            if not acks.done.done():
+                acks.done.set_exception(TimeoutError())
+        if queue:
+            self._timer = self.loop.call_at(queue[0][0], self._expire)
 
 
 def _settle(waiters: list[_Acks], exc: BaseException | None) -> None:

@@ -147,6 +147,8 @@ def _text(item: dict[object, object], name: str) -> str:
 def _client_ts(value: object, now_ms: int) -> int:
     if value is None:
         return now_ms
+    if type(value) is int:  # the usual case, first
+        return value
     # bool is an int to Python, not to a client; 1e400 parses as inf.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidField("ts", "epoch milliseconds, a number", repr(value))

@@ -262,6 +262,30 @@ def test_a_batch_that_kafka_refused_fails_every_request_waiting_on_it() -> None:
     assert asyncio.run(outcome((-1, -1, lambda _index: refused))) == [refused] * 3
 
 
+def test_a_request_still_waiting_at_its_deadline_times_out_and_the_others_do_not() -> None:
+    from ingest.publish import _Deadlines
+
+    async def outcomes() -> list[object]:
+        loop = asyncio.get_running_loop()
+        deadlines = _Deadlines(loop, 0.05)
+        waiting = [_Acks(loop) for _ in range(4)]
+        for acks in waiting:
+            acks.expect(1)
+            assert deadlines.add(acks)
+        waiting[0].settle(None)  # acked in time
+        waiting[2].settle(None)
+        await asyncio.sleep(0.1)
+        later = _Acks(loop)  # a request after the sweep waits its own full time
+        later.expect(1)
+        deadlines.add(later)
+        found = [type(acks.done.exception()).__name__ if acks.done.exception() else "acked" for acks in waiting]
+        found.append("waiting" if not later.done.done() else "settled")
+        later.abandon()
+        return found
+
+    assert asyncio.run(outcomes()) == ["acked", "TimeoutError", "acked", "TimeoutError", "waiting"]
+
+
 def test_a_full_buffer_is_a_503_at_once() -> None:
     from ingest.errors import BrokerUnavailable
     from ingest.publish import KafkaPublisher, PublishSettings
