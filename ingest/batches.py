@@ -14,7 +14,7 @@ import contextlib
 import functools
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Final
 
 from kafka import KafkaProducer
@@ -154,6 +154,7 @@ class BatchAppender:
     def __init__(self, producer: KafkaProducer, topic: str) -> None:
         self._producer = producer
         self._accumulator = producer._accumulator
+        self._metadata = producer._metadata
         self._topic = topic
         self._routes: dict[tuple[str, str, str], tuple[bytes, bytes, TopicPartition]] = {}
         self._partition_count = 0
@@ -163,11 +164,18 @@ class BatchAppender:
     @staticmethod
     def supported(producer: KafkaProducer) -> bool:
         accumulator = getattr(producer, "_accumulator", None)
-        return kafka_version.startswith(KAFKA_PYTHON_SERIES) and all(
-            hasattr(accumulator, name) for name in ("_tp_lock", "_batches", "_appends_in_progress", "_closed")
+        return (
+            kafka_version.startswith(KAFKA_PYTHON_SERIES)
+            and isinstance(getattr(getattr(producer, "_metadata", None), "_partitions", None), dict)
+            and all(hasattr(accumulator, name) for name in ("_tp_lock", "_batches", "_appends_in_progress", "_closed"))
         )
 
-    def append(self, events: Sequence[LabelEvent], acks: Acks, partitions: set[int]) -> None:
+    def partitions(self) -> Collection[int] | None:
+        """The topic's partitions, if the producer knows them (without copying them, as partitions_for_topic does)."""
+        known: Collection[int] | None = self._metadata._partitions.get(self._topic)
+        return known
+
+    def append(self, events: Sequence[LabelEvent], acks: Acks, partitions: Collection[int]) -> None:
         if len(partitions) != self._partition_count:
             self._routes.clear()
             self._partition_count = len(partitions)
@@ -209,7 +217,7 @@ class BatchAppender:
             self._append_to_new_batch(tp, ts_ms, key, value, acks)
             start += 1
 
-    def _route(self, event: LabelEvent, partitions: set[int]) -> tuple[bytes, bytes, TopicPartition]:
+    def _route(self, event: LabelEvent, partitions: Collection[int]) -> tuple[bytes, bytes, TopicPartition]:
         """The counter's Kafka key (alone, and as a record writes it) and partition.
 
         The partition is kafka-python's DefaultPartitioner's: murmur2 of the key.

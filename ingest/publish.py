@@ -114,11 +114,11 @@ class KafkaPublisher:
         self.in_flight += count
         try:
             waits_on_its_own = not self._deadlines_on(loop).add(acks)
-            partitions = self._producer._metadata.partitions_for_topic(self.topic)
-            if partitions is None:
-                await run_in_threadpool(self._send, events, acks)
-            elif self._batches is not None:
+            partitions = self._batches.partitions() if self._batches is not None else None
+            if partitions is not None and self._batches is not None:
                 self._batches.append(events, acks, partitions)  # cannot block: see the module's docstring
+            elif self._producer._metadata.partitions_for_topic(self.topic) is None:
+                await run_in_threadpool(self._send, events, acks)
             else:
                 self._send(events, acks)
             if waits_on_its_own:

@@ -126,10 +126,11 @@ def events_from_json(body: bytes, limits: Limits, now_ms: int) -> Outcome:
 def _event_from_item(item: object, now_ms: int, lowest: int, highest: int) -> tuple[LabelEvent, bool]:
     if not isinstance(item, dict):
         raise InvalidField("event", 'an object, e.g. {"label": "signup", "category": "forms", "dom_id": "btn1"}', "")
-    label = _text(item, "label")
-    category = _text(item, "category")
-    dom_id = _text(item, "dom_id")
-    ts = _client_ts(item.get("ts"), now_ms)
+    get = item.get
+    label, category, dom_id = get("label", ""), get("category", ""), get("dom_id", "")
+    if type(label) is not str or type(category) is not str or type(dom_id) is not str:  # null, or an error
+        label, category, dom_id = _text(item, "label"), _text(item, "category"), _text(item, "dom_id")
+    ts = _client_ts(get("ts"), now_ms)
     if lowest <= ts <= highest:
         return LabelEvent(label, category, dom_id, ts), False
     return LabelEvent(label, category, dom_id, now_ms), True
