@@ -87,7 +87,7 @@ def create_app(
         "expose_headers": ["X-Tally-Dropped", "X-Tally-Error", "Retry-After", "X-Tally-Fresh-As-Of"],
         "max_age": 86400,
     }
-    return Starlette(
+    app = Starlette(
         routes=[
             *(
                 [
@@ -104,14 +104,15 @@ def create_app(
             Route("/metrics", metrics_page),
         ],
         middleware=[
-            # The beacons' GET and POST skip the layers below (same answers; see ingest.track).
-            *([Middleware(Beacons, cors=cors, access_log=settings.access_log)] if "track" in settings.routes else []),
             Middleware(Observed, access_log=settings.access_log),
             Middleware(CORSMiddleware, **cors),
         ],
         exception_handlers={IngestError: as_response},
         lifespan=lifespan,
     )
+    if "track" in settings.routes:  # the beacons' GET and POST skip Starlette's layers (same answers; ingest.track)
+        app.middleware_stack = Beacons(app.build_middleware_stack(), cors=cors, access_log=settings.access_log)
+    return app
 
 
 def _kafka_publisher(settings: IngestSettings) -> Publisher:

@@ -9,13 +9,13 @@
 Each answers only once Kafka has acked every published event (or 503).
 
 The handlers are plain ASGI, and are served two ways with one behaviour.
-:class:`Beacons`, the app's outermost middleware, answers ``GET`` and
-``POST`` of these paths itself, doing what the ``Observed`` and CORS
-middlewares would do: Starlette's layers (middleware, routing, ``Request``,
-``Response``) cost more CPU than the rest of a GET's trip
-(README, "Performance: ingest"). Anything else on these paths (``HEAD``, a
-preflight ``OPTIONS``, a 405) goes through Starlette, whose routes serve
-the same handlers (:class:`Served`).
+:class:`Beacons`, in front of Starlette's whole middleware stack, answers
+``GET`` and ``POST`` of these paths itself, doing what Starlette's error
+layer and the ``Observed`` and CORS middlewares would do: Starlette's
+layers (middleware, routing, ``Request``, ``Response``) cost more CPU than
+the rest of a GET's trip (README, "Performance: ingest"). Anything else on
+these paths (``HEAD``, a preflight ``OPTIONS``, a 405) goes through
+Starlette, whose routes serve the same handlers (:class:`Served`).
 """
 
 from __future__ import annotations
@@ -83,6 +83,14 @@ async def send_answer(send: Send, reply: Answer) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
+SERVER_ERROR: Final = Answer(
+    500,
+    [(b"content-length", b"21"), (b"content-type", b"text/plain; charset=utf-8")],
+    b"Internal Server Error",
+)
+"""What Starlette's ServerErrorMiddleware answers an unexpected error with (debug off)."""
+
+
 class Served:
     """One handler as an ASGI app, for a Starlette ``Route`` (inside the middleware and error layers)."""
 
@@ -96,11 +104,12 @@ class Served:
 class Beacons:
     """Answers the beacon routes' GET and POST before Starlette's layers; passes on everything else.
 
-    Does for these answers what the app's other middleware does: counts and
-    (if asked) logs each answer like ``ingest.observe.Observed``, and adds the
-    CORS headers of Starlette's ``CORSMiddleware``, built from the same
-    ``cors`` arguments. An unexpected error is counted as a 500 and raised
-    to Starlette's error layer, like any route's.
+    Does for these answers what the app's middleware does: counts and (if
+    asked) logs each answer like ``ingest.observe.Observed``, adds the CORS
+    headers of Starlette's ``CORSMiddleware``, built from the same ``cors``
+    arguments, and answers an unexpected error as Starlette's
+    ``ServerErrorMiddleware`` does: a plain 500 (counted), and the error
+    raised on for the server to log.
     """
 
     def __init__(self, app: ASGIApp, cors: Mapping[str, Any], access_log: bool = False) -> None:
@@ -120,7 +129,11 @@ class Beacons:
         started = time.perf_counter()
         status = 500  # unless an answer is made: an unexpected error
         try:
-            reply = await answered(handler, scope, receive)
+            try:
+                reply = await answered(handler, scope, receive)
+            except Exception:
+                await send_answer(send, SERVER_ERROR)  # as Starlette's error layer answers; raised on to be logged
+                raise
             status = reply.status
             self._add_cors(scope, reply.headers)
             await send_answer(send, reply)

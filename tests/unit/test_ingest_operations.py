@@ -17,6 +17,7 @@ from pythonjsonlogger.json import JsonFormatter
 from starlette.testclient import TestClient
 
 from deploy.logs import dict_config
+from ingest.app import create_app
 from ingest.batches import Acks
 from ingest.publish import RememberingPartitioner
 from ingest.settings import IngestSettings
@@ -318,6 +319,21 @@ def test_a_request_still_waiting_at_its_deadline_times_out_and_the_others_do_not
         return found
 
     assert asyncio.run(outcomes()) == ["acked", "TimeoutError", "acked", "TimeoutError", "waiting"]
+
+
+def test_an_unexpected_error_on_a_beacon_route_is_a_plain_500_counted_as_such() -> None:
+    class Broken(FakePublisher):
+        async def publish(self, events: Sequence[LabelEvent]) -> None:
+            raise RuntimeError("a bug")
+
+    with TestClient(create_app(DEFAULTS, lambda _: Broken()), raise_server_exceptions=False) as client:
+        answer = client.get("/track/", params={"labels": "signup"}, headers=BROWSER)
+        assert (answer.status_code, answer.text) == (500, "Internal Server Error")
+        assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+        counted = scrape(client)[
+            ("tally_ingest_requests_total", (("method", "GET"), ("route", "/track/"), ("status", "500")))
+        ]
+        assert counted == 1
 
 
 def test_a_full_buffer_is_a_503_at_once() -> None:
