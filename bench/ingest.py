@@ -162,11 +162,11 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60)
 
 
 @contextmanager
-def serving(argv: Sequence[str], ready_url: str, env: dict[str, str], log: Path) -> Iterator[int]:
+def serving(argv: Sequence[str], ready_url: str, env: dict[str, str], log: Path, cwd: Path = ROOT) -> Iterator[int]:
     """Run ``argv`` pinned to the server core until the block ends; yield its pid."""
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CORE), *argv], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            ["taskset", "-c", str(SERVER_CORE), *argv], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
         )
     try:
         wait_http(ready_url, process)
@@ -470,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
                 url = f"http://127.0.0.1:{port}"
                 print(f"{server} on {url}, pinned to core {SERVER_CORE}; wrk on core {LOAD_CORE}", flush=True)
                 command, ready = server_argv(server, port, tmp, args.checkout)
-                with serving(command, ready, {**env, "TALLY_INGEST_PORT": str(port)}, tmp / "servers.log") as pid:
+                # In the checkout's directory: `python -m` puts the working directory before PYTHONPATH.
+                server_env = {**env, "TALLY_INGEST_PORT": str(port)}
+                with serving(command, ready, server_env, tmp / "servers.log", args.checkout.resolve()) as pid:
                     for case in case_list:
                         runs = [wrk(url, case, args.warmup, args.connections, tmp, pid)]
                         runs.append(wrk(url, case, args.duration, args.connections, tmp, pid))
