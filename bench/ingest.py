@@ -162,11 +162,11 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60)
 
 
 @contextmanager
-def serving(argv: Sequence[str], ready_url: str, env: dict[str, str], log: Path) -> Iterator[int]:
+def serving(argv: Sequence[str], ready_url: str, env: dict[str, str], log: Path, cwd: Path = ROOT) -> Iterator[int]:
     """Run ``argv`` pinned to the server core until the block ends; yield its pid."""
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CORE), *argv], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            ["taskset", "-c", str(SERVER_CORE), *argv], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
         )
     try:
         wait_http(ready_url, process)
@@ -255,8 +255,10 @@ PARTS: list[tuple[str, str]] = [
     ("schema/event.py", "validate"),  # the field rules; encode() is told apart below
     ("ingest/guard.py", "guard"),
     ("ingest/publish.py", "publish: ours"),
+    ("ingest/batches.py", "publish: ours"),
     ("anyio/", "publish: ours"),  # the thread hop of run_in_threadpool
     ("kafka/", "publish: kafka-python send()"),
+    ("ingest/protocol.py", "uvicorn, httptools"),
     ("ingest/", "routes, answers"),
     ("starlette/", "Starlette"),
     ("uvicorn/", "uvicorn, httptools"),
@@ -405,7 +407,7 @@ def events_on_topic(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def server_argv(server: str, port: int, tmp: Path) -> tuple[list[str], str]:
+def server_argv(server: str, port: int, tmp: Path, checkout: Path) -> tuple[list[str], str]:
     """How to start ``server`` on ``port``, and the URL that says it is ready."""
     url = f"http://127.0.0.1:{port}"
     if server == "nginx":
@@ -413,6 +415,8 @@ def server_argv(server: str, port: int, tmp: Path) -> tuple[list[str], str]:
         return ["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"], f"{url}/"
     if server == "baseline":
         uvicorn = [sys.executable, "-m", "uvicorn", "bench.ingest_baseline:app", "--factory", "--no-access-log"]
+        if (checkout / "ingest" / "protocol.py").exists():  # as `tally ingest` serves (since it has one)
+            uvicorn += ["--http", "ingest.protocol:OneWriteHttpToolsProtocol"]
         return [*uvicorn, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], f"{url}/healthz"
     return [sys.executable, "-m", "deploy.cli", "ingest"], f"{url}/readyz"
 
@@ -465,8 +469,10 @@ def main(argv: list[str] | None = None) -> int:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 print(f"{server} on {url}, pinned to core {SERVER_CORE}; wrk on core {LOAD_CORE}", flush=True)
-                command, ready = server_argv(server, port, tmp)
-                with serving(command, ready, {**env, "TALLY_INGEST_PORT": str(port)}, tmp / "servers.log") as pid:
+                command, ready = server_argv(server, port, tmp, args.checkout)
+                # In the checkout's directory: `python -m` puts the working directory before PYTHONPATH.
+                server_env = {**env, "TALLY_INGEST_PORT": str(port)}
+                with serving(command, ready, server_env, tmp / "servers.log", args.checkout.resolve()) as pid:
                     for case in case_list:
                         runs = [wrk(url, case, args.warmup, args.connections, tmp, pid)]
                         runs.append(wrk(url, case, args.duration, args.connections, tmp, pid))

@@ -80,6 +80,7 @@ def _ingest() -> int:
 
     from deploy import logs
     from ingest.metrics import MULTIPROCESS_ENV
+    from ingest.protocol import ONE_WRITE_HTTP
     from ingest.settings import IngestSettings
 
     settings = IngestSettings.from_env(os.environ)  # a bad setting stops here, in the parent, named
@@ -99,6 +100,7 @@ def _ingest() -> int:
             access_log=False,  # TALLY_ACCESS_LOG logs answers in the app instead, without the client's address
             proxy_headers=False,  # the client's address is never used: no IP is kept
             timeout_graceful_shutdown=10,
+            http=ONE_WRITE_HTTP,  # httptools, each answer written with one system call
         )
     finally:
         if own_dir is not None:

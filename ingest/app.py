@@ -29,7 +29,7 @@ from ingest.pipeline import Pipeline
 from ingest.publish import KafkaPublisher, Publisher
 from ingest.query import StatsReader
 from ingest.settings import IngestSettings
-from ingest.track import track, track_pixel, track_post
+from ingest.track import Beacons, Served, track, track_pixel, track_post
 from ingest.web import routes as web_routes
 
 
@@ -80,13 +80,22 @@ def create_app(
             if reader is not None:
                 reader.close()
 
-    return Starlette(
+    # A JSON POST from another origin is preflighted; sendBeacon's text/plain is not.
+    # No credentials: Tally sets no cookie and reads none.
+    cors: dict[str, Any] = {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["GET", "POST"],
+        "allow_headers": ["Content-Type", "Authorization"],
+        "expose_headers": ["X-Tally-Dropped", "X-Tally-Error", "Retry-After", "X-Tally-Fresh-As-Of"],
+        "max_age": 86400,
+    }
+    app = Starlette(
         routes=[
             *(
                 [
-                    Route("/track/", track, methods=["GET"]),
-                    Route("/track/", track_post, methods=["POST"]),
-                    Route("/track.gif", track_pixel, methods=["GET"]),
+                    Route("/track/", Served(track), methods=["GET"]),
+                    Route("/track/", Served(track_post), methods=["POST"]),
+                    Route("/track.gif", Served(track_pixel), methods=["GET"]),
                     *web_routes(),  # tally.js and the demo pages: what pages load from the beacon host
                 ]
                 if "track" in settings.routes
@@ -99,20 +108,14 @@ def create_app(
         ],
         middleware=[
             Middleware(Observed, access_log=settings.access_log),
-            # A JSON POST from another origin is preflighted; sendBeacon's text/plain is not.
-            # No credentials: Tally sets no cookie and reads none.
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["Content-Type", "Authorization"],
-                expose_headers=["X-Tally-Dropped", "X-Tally-Error", "Retry-After", "X-Tally-Fresh-As-Of"],
-                max_age=86400,
-            ),
+            Middleware(CORSMiddleware, **cors),
         ],
         exception_handlers={IngestError: as_response},
         lifespan=lifespan,
     )
+    if "track" in settings.routes:  # the beacons' GET and POST skip Starlette's layers (same answers; ingest.track)
+        app.middleware_stack = Beacons(app.build_middleware_stack(), cors=cors, access_log=settings.access_log)
+    return app
 
 
 def _kafka_publisher(settings: IngestSettings) -> Publisher:

@@ -116,4 +116,4 @@ class StoreUnavailable(IngestError):
 async def as_response(request: Request, exc: Exception) -> Response:
     """The app's one handler for IngestError; the pixel route (``*.gif``) answers an image even then."""
     assert isinstance(exc, IngestError)
-    return refused(exc.status, exc.body(), exc.headers(), as_pixel=request.url.path.endswith(".gif"))
+    return refused(exc.status, exc.body(), exc.headers(), as_pixel=request.url.path.endswith(".gif")).response()

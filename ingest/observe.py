@@ -52,11 +52,16 @@ class Observed:
         try:
             await self.app(scope, receive, answering)
         finally:
-            metrics.request(scope["path"], scope["method"], status)
-            if self.access_log:
-                took_ms = round((time.perf_counter() - started) * 1000, 3)
-                fields = {"method": scope["method"], "path": scope["path"], "status": status, "duration_ms": took_ms}
-                access.info("%s %s %d", scope["method"], scope["path"], status, extra=fields)
+            observed(metrics, scope, status, started, self.access_log)
+
+
+def observed(metrics: IngestMetrics, scope: Scope, status: int, started: float, access_log: bool) -> None:
+    """One answer counted and, if asked, logged (also by ``ingest.track.Beacons``, which answers before Observed)."""
+    metrics.request(scope["path"], scope["method"], status)
+    if access_log:
+        took_ms = round((time.perf_counter() - started) * 1000, 3)
+        fields = {"method": scope["method"], "path": scope["path"], "status": status, "duration_ms": took_ms}
+        access.info("%s %s %d", scope["method"], scope["path"], status, extra=fields)
 
 
 async def metrics_page(request: Request) -> Response:

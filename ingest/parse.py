@@ -20,6 +20,8 @@ import json
 import re
 from typing import NamedTuple
 
+import orjson
+
 _FIELD_SEPARATOR = re.compile(r"[:+ ]")
 
 
@@ -64,9 +66,14 @@ def looks_like_json(body: bytes) -> bool:
 def parse_json(body: bytes) -> list[object]:
     """The events of a JSON body, unchecked: one item per event the client meant to send."""
     try:
-        doc = json.loads(body, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise MalformedBody("body", "a JSON document (UTF-8)") from exc
+        doc = orjson.loads(body)  # a tenth of json.loads' time for a batch
+    except orjson.JSONDecodeError:
+        # What orjson refuses and the standard library reads (a BOM, UTF-16, 1e400, a lone
+        # surrogate) is read as before, so that both accept and refuse the same bodies.
+        try:
+            doc = json.loads(body, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            raise MalformedBody("body", "a JSON document (UTF-8)") from exc
     if isinstance(doc, list):
         return doc
     if isinstance(doc, dict):

@@ -5,9 +5,12 @@ kafka-python's ``send()`` waits for one thing only: the topic's metadata
 topic's partitions, :meth:`KafkaPublisher.publish` sends on the event loop
 itself, where appending a record to a batch takes microseconds; before that
 (at startup, or while the topic is unknown) it sends from a worker thread,
-bounded by ``max_block_ms``. Acks come back on the producer's I/O thread:
-each record's callback counts down, and only the request's last ack (or its
-first failure) wakes the event loop, once per request.
+bounded by ``max_block_ms``. On the event loop, records go straight into
+the batches kafka-python is filling (:class:`ingest.batches.BatchAppender`), and a
+request waits for those batches rather than for a future per record: acks
+come back on the producer's I/O thread once per batch, and one wake-up of
+the event loop settles every request waiting on that batch; a request is
+answered when its last batch is acked (or at its first failure).
 
 Every wait is bounded: the producer's ``delivery_timeout_ms`` is shorter
 than how long a request waits, so when a request gives up, the producer has
@@ -22,7 +25,6 @@ queueing in memory while Kafka is slow or away. Backend threads
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from kafka.errors import KafkaTimeoutError
 from kafka.partitioner import DefaultPartitioner, Partitioner, murmur2
 from starlette.concurrency import run_in_threadpool
 
+from ingest.batches import Acks, BatchAppender, Deadlines
 from ingest.errors import BrokerUnavailable
 from ingest.producer_recovery import recover_after_reset
 from schema.event import LabelEvent, encode, encode_key
@@ -75,6 +78,9 @@ class KafkaPublisher:
         self.settings = settings
         self.in_flight = 0
         """Events handed to the producer by ``publish`` and not yet settled (changed on the event loop only)."""
+        self._wait_s = settings.delivery_timeout_ms / 1000 + 1
+        """How long a request waits for its acks: longer than the producer's own delivery timeout."""
+        self._deadlines: Deadlines | None = None
         request_timeout = max(settings.delivery_timeout_ms - settings.linger_ms - 100, 500)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
@@ -91,6 +97,7 @@ class KafkaPublisher:
             api_version=(3, 9),
         )
         recover_after_reset(self._producer)
+        self._batches = BatchAppender(self._producer, topic) if BatchAppender.supported(self._producer) else None
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings, settings: PublishSettings) -> KafkaPublisher:
@@ -98,19 +105,28 @@ class KafkaPublisher:
 
     async def publish(self, events: Sequence[LabelEvent]) -> None:
         count = len(events)
+        if not count:
+            return
         if self.in_flight + count > self.settings.max_in_flight:
             raise BrokerUnavailable(
                 f"more than {self.settings.max_in_flight} events waiting for Kafka", self.settings.retry_after_s, "full"
             )
         loop = asyncio.get_running_loop()
-        acks = _Acks(loop, count)
+        acks = Acks(loop)
         self.in_flight += count
         try:
-            if self._knows_topic():
-                self._send(events, acks)  # cannot block: see the module's docstring
-            else:
+            waits_on_its_own = not self._deadlines_on(loop).add(acks)
+            partitions = self._batches.partitions() if self._batches is not None else None
+            if partitions is not None and self._batches is not None:
+                self._batches.append(events, acks, partitions)  # cannot block: see the module's docstring
+            elif self._producer._metadata.partitions_for_topic(self.topic) is None:
                 await run_in_threadpool(self._send, events, acks)
-            async with asyncio.timeout(self.settings.delivery_timeout_ms / 1000 + 1):
+            else:
+                self._send(events, acks)
+            if waits_on_its_own:
+                async with asyncio.timeout(self._wait_s):
+                    await acks.done
+            else:
                 await acks.done
         except Exception as exc:
             raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc)) from exc
@@ -118,8 +134,14 @@ class KafkaPublisher:
             self.in_flight -= count
             acks.abandon()
 
+    def _deadlines_on(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        """The deadlines of the loop that publishes (a new one when the previous loop is closed)."""
+        if self._deadlines is None or self._deadlines.loop.is_closed():
+            self._deadlines = Deadlines(loop, self._wait_s)
+        return self._deadlines
+
     def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
-        deadline = time.monotonic() + self.settings.delivery_timeout_ms / 1000 + 1
+        deadline = time.monotonic() + self._wait_s
         try:
             sent = [self._send_one(event) for event in events]
             for future in sent:
@@ -127,21 +149,17 @@ class KafkaPublisher:
         except Exception as exc:
             raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc)) from exc
 
-    def _send(self, events: Sequence[LabelEvent], acks: _Acks) -> None:
+    def _send(self, events: Sequence[LabelEvent], acks: Acks) -> None:
+        """kafka-python's public way, a future per record: while the topic is unknown, or without the batch path."""
+        acks.expect(len(events))
         for event in events:
-            future = self._send_one(event)
-            future.add_callback(acks.acked)
-            future.add_errback(acks.failed)
+            self._send_one(event).add_both(acks.record_settled)
 
     def _send_one(self, event: LabelEvent) -> Any:
         """kafka-python's future of one record; may block up to ``max_block_ms`` while the topic is unknown."""
         # The record's timestamp is the event's time, so a replay can find a day's
         # events by timestamp (schema.event; aggregator.replay).
         return self._producer.send(self.topic, value=encode(event), key=encode_key(event), timestamp_ms=event.ts_ms)
-
-    def _knows_topic(self) -> bool:
-        """Whether send() will not wait for metadata. kafka-python has no public way to ask without waiting."""
-        return self._producer._metadata.partitions_for_topic(self.topic) is not None
 
     def ready(self) -> bool:
         """Whether the producer knows where the topic's partitions are."""
@@ -159,50 +177,6 @@ class KafkaPublisher:
         """Flush what is in flight, then close: a SIGTERM loses nothing acked."""
         self._producer.flush(timeout=self.settings.delivery_timeout_ms / 1000)
         self._producer.close(timeout=5)
-
-
-class _Acks:
-    """Counts one request's acks down on the producer's I/O thread; wakes the event loop once."""
-
-    __slots__ = ("_lock", "_loop", "_remaining", "done")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
-        self.done: asyncio.Future[None] = loop.create_future()
-        self._loop = loop
-        self._remaining = count
-        # Callbacks run on the I/O thread, or on the sender's thread if a record
-        # is acked before its callback is added.
-        self._lock = threading.Lock()
-
-    def abandon(self) -> None:
-        """The request is answered: acks that come later find ``done`` settled and leave it."""
-        if not self.done.done():
-            self.done.cancel()
-        elif not self.done.cancelled():
-            self.done.exception()  # retrieved: no "exception was never retrieved" at garbage collection
-
-    def acked(self, _metadata: object) -> None:
-        with self._lock:
-            self._remaining -= 1
-            if self._remaining:
-                return
-        self._loop.call_soon_threadsafe(_settle, self.done, None)
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._remaining <= 0:  # already settled
-                return
-            self._remaining = -1
-        self._loop.call_soon_threadsafe(_settle, self.done, exc)
-
-
-def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
-    if done.done():  # the request already gave up
-        return
-    if exc is None:
-        done.set_result(None)
-    else:
-        done.set_exception(exc)
 
 
 MAX_REMEMBERED_KEYS: Final = 100_000

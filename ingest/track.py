@@ -7,60 +7,186 @@
                               (one event, an array of events, or ``{"events": [...]}``): 202
 
 Each answers only once Kafka has acked every published event (or 503).
+
+The handlers are plain ASGI, and are served two ways with one behaviour.
+:class:`Beacons`, in front of Starlette's whole middleware stack, answers
+``GET`` and ``POST`` of these paths itself, doing what Starlette's error
+layer and the ``Observed`` and CORS middlewares would do: Starlette's
+layers (middleware, routing, ``Request``, ``Response``) cost more CPU than
+the rest of a GET's trip (README, "Performance: ingest"). Anything else on
+these paths (``HEAD``, a preflight ``OPTIONS``, a 405) goes through
+Starlette, whose routes serve the same handlers (:class:`Served`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+from urllib.parse import parse_qsl
 
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest import answer
-from ingest.errors import BrokerUnavailable, InvalidBeacon, TooLarge, UnsupportedMediaType
+from ingest.answer import Answer
+from ingest.errors import BrokerUnavailable, IngestError, InvalidBeacon, TooLarge, UnsupportedMediaType
 from ingest.metrics import IngestMetrics
+from ingest.observe import observed
 from ingest.outcome import Outcome
 from ingest.pipeline import Pipeline
 from ingest.publish import Publisher
 
-
-async def track(request: Request) -> Response:
-    return answer.accepted(await _query(request))
+Handler = Callable[[Scope, Receive], Awaitable[Answer]]
 
 
-async def track_pixel(request: Request) -> Response:
-    return answer.pixel(await _query(request))
+async def track(scope: Scope, receive: Receive) -> Answer:
+    return answer.accepted(await _query(scope))
 
 
-async def track_post(request: Request) -> Response:
-    pipeline: Pipeline = request.state.pipeline
-    json_declared = _is_json(request.headers.get("content-type"))
-    body = await read_body(request, pipeline.limits.max_body_bytes)
+async def track_pixel(scope: Scope, receive: Receive) -> Answer:
+    return answer.pixel(await _query(scope))
+
+
+async def track_post(scope: Scope, receive: Receive) -> Answer:
+    state = scope["state"]
+    pipeline: Pipeline = state["pipeline"]
+    json_declared = _is_json(header(scope, b"content-type"))
+    body = await read_body(scope, receive, pipeline.limits.max_body_bytes)
     try:
-        outcome = pipeline.body(body, json_declared, request.headers.get("user-agent"))
+        outcome = pipeline.body(body, json_declared, header(scope, b"user-agent"))
     except InvalidBeacon as refused:  # a JSON body whose every event was bad: each one a drop
-        _metrics(request).dropped(refused.dropped)
+        _metrics(state).dropped(refused.dropped)
         raise
-    await _publish(request, outcome)
+    await _publish(state, outcome)
     return answer.accepted(outcome)
 
 
-async def _query(request: Request) -> Outcome:
-    pipeline: Pipeline = request.state.pipeline
-    outcome = pipeline.query(
-        request.query_params.get("labels"),
-        len(request.scope.get("query_string", b"")),
-        request.headers.get("user-agent"),
-    )
-    await _publish(request, outcome)
+ROUTES: Final[Mapping[tuple[str, str], Handler]] = {
+    ("GET", "/track/"): track,
+    ("GET", "/track.gif"): track_pixel,
+    ("POST", "/track/"): track_post,
+}
+"""What :class:`Beacons` answers itself: (method, path) -> handler."""
+
+
+async def answered(handler: Handler, scope: Scope, receive: Receive) -> Answer:
+    """The handler's answer, or the refusal it raised (as ``ingest.errors.as_response`` would answer it)."""
+    try:
+        return await handler(scope, receive)
+    except IngestError as exc:
+        return answer.refused(exc.status, exc.body(), exc.headers(), as_pixel=scope["path"].endswith(".gif"))
+
+
+async def send_answer(send: Send, reply: Answer) -> None:
+    await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+SERVER_ERROR: Final = Answer(
+    500,
+    [(b"content-length", b"21"), (b"content-type", b"text/plain; charset=utf-8")],
+    b"Internal Server Error",
+)
+"""What Starlette's ServerErrorMiddleware answers an unexpected error with (debug off)."""
+
+
+class Served:
+    """One handler as an ASGI app, for a Starlette ``Route`` (inside the middleware and error layers)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_answer(send, await answered(self.handler, scope, receive))
+
+
+class Beacons:
+    """Answers the beacon routes' GET and POST before Starlette's layers; passes on everything else.
+
+    Does for these answers what the app's middleware does: counts and (if
+    asked) logs each answer like ``ingest.observe.Observed``, adds the CORS
+    headers of Starlette's ``CORSMiddleware``, built from the same ``cors``
+    arguments, and answers an unexpected error as Starlette's
+    ``ServerErrorMiddleware`` does: a plain 500 (counted), and the error
+    raised on for the server to log.
+    """
+
+    def __init__(self, app: ASGIApp, cors: Mapping[str, Any], access_log: bool = False) -> None:
+        self.app = app
+        self.access_log = access_log
+        self._cors = CORSMiddleware(app, **cors)
+        self._simple_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self._cors.simple_headers.items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = ROUTES.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
+        metrics: IngestMetrics | None = scope.get("state", {}).get("metrics") if handler is not None else None
+        if handler is None or metrics is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless an answer is made: an unexpected error
+        try:
+            try:
+                reply = await answered(handler, scope, receive)
+            except Exception:
+                await send_answer(send, SERVER_ERROR)  # as Starlette's error layer answers; raised on to be logged
+                raise
+            status = reply.status
+            self._add_cors(scope, reply.headers)
+            await send_answer(send, reply)
+        finally:
+            observed(metrics, scope, status, started, self.access_log)
+
+    def _add_cors(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
+        """What ``CORSMiddleware.send`` adds to a simple (not preflight) answer."""
+        origin = header(scope, b"origin")
+        if origin is not None:
+            cors = self._cors
+            headers += self._simple_headers
+            if (cors.allow_all_origins and cors.allow_credentials) or (
+                not cors.allow_all_origins and cors.is_allowed_origin(origin=origin)
+            ):
+                headers[:] = [h for h in headers if h[0] != b"access-control-allow-origin"]
+                headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        headers.append((b"vary", b"Origin"))  # with an Origin or without, as CORSMiddleware does
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The request's first header ``name`` (lower case), as Starlette's ``Headers.get`` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _query(scope: Scope) -> Outcome:
+    state = scope["state"]
+    pipeline: Pipeline = state["pipeline"]
+    query_string: bytes = scope.get("query_string", b"")
+    outcome = pipeline.query(_labels(query_string), len(query_string), header(scope, b"user-agent"))
+    await _publish(state, outcome)
     return outcome
 
 
-async def _publish(request: Request, outcome: Outcome) -> None:
+def _labels(query_string: bytes) -> str | None:
+    """The last ``labels=`` of the query string, as Starlette's ``request.query_params.get`` reads it."""
+    if not query_string:
+        return None
+    found = None
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name == "labels":
+            found = value
+    return found
+
+
+async def _publish(state: Mapping[str, Any], outcome: Outcome) -> None:
     """Publish the outcome's events; count them, and its drops, once the answer is a 2xx."""
-    metrics = _metrics(request)
+    metrics = _metrics(state)
     if outcome.events:
-        publisher: Publisher = request.state.publisher
+        publisher: Publisher = state["publisher"]
         started = time.perf_counter()
         try:
             await publisher.publish(outcome.events)
@@ -72,31 +198,33 @@ async def _publish(request: Request, outcome: Outcome) -> None:
         metrics.dropped(outcome.drops)
 
 
-def _metrics(request: Request) -> IngestMetrics:
-    metrics: IngestMetrics = request.state.metrics
+def _metrics(state: Mapping[str, Any]) -> IngestMetrics:
+    metrics: IngestMetrics = state["metrics"]
     return metrics
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     """The body, refused with a 413 as soon as it is known to be larger than ``max_bytes``.
 
     Starlette's own body limit answers a plain-text 413 (and replaces any
     answer when Content-Length is over); ours names the field and the rule.
     """
-    declared = request.headers.get("content-length", "")
+    declared = header(scope, b"content-length") or ""
     if declared.isdigit() and int(declared) > max_bytes:
         raise TooLarge("body", f"at most {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise TooLarge("body", f"at most {max_bytes} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect as exc:  # a page closing mid-upload: nothing to count, nobody to answer
-        raise InvalidBeacon("body", "sent whole; the client went away first") from exc
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":  # a page closing mid-upload: nothing to count, nobody to answer
+            raise InvalidBeacon("body", "sent whole; the client went away first")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge("body", f"at most {max_bytes} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _is_json(content_type: str | None) -> bool:

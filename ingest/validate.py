@@ -126,10 +126,11 @@ def events_from_json(body: bytes, limits: Limits, now_ms: int) -> Outcome:
 def _event_from_item(item: object, now_ms: int, lowest: int, highest: int) -> tuple[LabelEvent, bool]:
     if not isinstance(item, dict):
         raise InvalidField("event", 'an object, e.g. {"label": "signup", "category": "forms", "dom_id": "btn1"}', "")
-    label = _text(item, "label")
-    category = _text(item, "category")
-    dom_id = _text(item, "dom_id")
-    ts = _client_ts(item.get("ts"), now_ms)
+    get = item.get
+    label, category, dom_id = get("label", ""), get("category", ""), get("dom_id", "")
+    if type(label) is not str or type(category) is not str or type(dom_id) is not str:  # null, or an error
+        label, category, dom_id = _text(item, "label"), _text(item, "category"), _text(item, "dom_id")
+    ts = _client_ts(get("ts"), now_ms)
     if lowest <= ts <= highest:
         return LabelEvent(label, category, dom_id, ts), False
     return LabelEvent(label, category, dom_id, now_ms), True
@@ -147,6 +148,8 @@ def _text(item: dict[object, object], name: str) -> str:
 def _client_ts(value: object, now_ms: int) -> int:
     if value is None:
         return now_ms
+    if type(value) is int:  # the usual case, first
+        return value
     # bool is an int to Python, not to a client; 1e400 parses as inf.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidField("ts", "epoch milliseconds, a number", repr(value))

@@ -17,9 +17,11 @@ from pythonjsonlogger.json import JsonFormatter
 from starlette.testclient import TestClient
 
 from deploy.logs import dict_config
-from ingest.publish import RememberingPartitioner, _Acks
+from ingest.app import create_app
+from ingest.batches import Acks
+from ingest.publish import RememberingPartitioner
 from ingest.settings import IngestSettings
-from schema.event import LabelEvent
+from schema.event import LabelEvent, encode_key
 from schema.settings import SettingError
 from tests.unit.test_ingest_app import DEFAULTS, FakePublisher, running
 
@@ -203,14 +205,65 @@ def test_the_remembering_partitioner_chooses_what_kafka_pythons_default_would(pa
         )
 
 
+@pytest.mark.parametrize("partitions", [1, 6, 7])
+def test_the_batch_path_chooses_the_partition_kafka_pythons_default_would(partitions: int) -> None:
+    from ingest.publish import KafkaPublisher, PublishSettings
+
+    publisher = KafkaPublisher("127.0.0.1:1", "t", PublishSettings())
+    try:
+        assert publisher._batches is not None, "kafka-python is of the series the batch path was written for"
+        cluster, default = cluster_with("t", partitions), DefaultPartitioner()
+        events = [LabelEvent(f"label{n}", f"cat{n % 3}", f"btn{n % 7}", 1) for n in range(500)]
+        for event in events + events:  # the second round comes from memory
+            key, _, tp = publisher._batches._route(event, set(range(partitions)))
+            assert key == encode_key(event)
+            assert tp == ("t", default.partition("t", key, key, None, b"v", cluster))
+    finally:
+        publisher._producer.close(timeout=0)
+
+
+@pytest.mark.parametrize("value_len", [20, 90, 300])
+def test_records_written_into_a_batch_are_the_bytes_kafka_python_writes(value_len: int) -> None:
+    from kafka.record.memory_records import MemoryRecordsBuilder
+
+    from ingest.batches import varint, write_records
+
+    first_ts = 1_764_000_000_000
+    records = [
+        (first_ts + (n * 7919) % 120_000 - 60_000, key, varint(len(key)) + key, b"v" * (value_len + n % 5))
+        for n in range(1000)
+        for key in [f"label{n % 37}:cat:btn{n % 5}".encode()]
+    ]
+    theirs, ours = (MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=16384) for _ in range(2))
+    for builder in (theirs, ours):  # the first record starts the batch, as kafka-python's append does
+        assert builder.append(records[0][0], records[0][1], records[0][3], None) is not None
+    theirs_written = 1
+    while theirs_written < len(records):
+        ts_ms, key, _, value = records[theirs_written]
+        if theirs.append(ts_ms, key, value, None) is None:
+            break
+        theirs_written += 1
+    ours_written = 1
+    while ours_written < len(records):  # several calls, as requests come
+        written, _ = write_records(ours, records[: ours_written + 13], ours_written)
+        if written == ours_written:
+            break
+        ours_written = written
+    assert ours_written == theirs_written < len(records), "both fill the batch at the same record"
+    theirs.close()
+    ours.close()
+    assert ours.buffer() == theirs.buffer()
+
+
 def test_acks_wake_the_request_once_after_the_last_one_or_at_the_first_failure() -> None:
     async def settled_after_each(outcomes: Sequence[BaseException | None]) -> tuple[list[bool], object]:
         """Feed acks (None) or failures from another thread; whether the request was woken after each."""
         loop = asyncio.get_running_loop()
-        acks = _Acks(loop, len(outcomes))
+        acks = Acks(loop)
+        acks.expect(len(outcomes))
         settled = []
         for outcome in outcomes:
-            await loop.run_in_executor(None, acks.acked if outcome is None else acks.failed, outcome)
+            await loop.run_in_executor(None, acks.record_settled, "metadata" if outcome is None else outcome)
             await asyncio.sleep(0)  # let call_soon_threadsafe's callback run
             settled.append(acks.done.done())
         result = acks.done.exception() or "acked"
@@ -220,6 +273,67 @@ def test_acks_wake_the_request_once_after_the_last_one_or_at_the_first_failure()
     assert asyncio.run(settled_after_each([None, None, None])) == ([False, False, True], "acked")
     failure = RuntimeError("NotEnoughReplicas")
     assert asyncio.run(settled_after_each([None, failure, None])) == ([False, True, True], failure)
+
+
+def test_a_batch_that_kafka_refused_fails_every_request_waiting_on_it() -> None:
+    from kafka.errors import NotEnoughReplicasError
+
+    from ingest.batches import batch_settled
+
+    async def outcome(result: object) -> list[object]:
+        loop = asyncio.get_running_loop()
+        waiters = [Acks(loop) for _ in range(3)]
+        for acks in waiters:
+            acks.expect(1)
+        await loop.run_in_executor(None, batch_settled, waiters, result)
+        await asyncio.sleep(0)
+        found = [acks.done.exception() or "acked" for acks in waiters]
+        for acks in waiters:
+            acks.abandon()
+        return found
+
+    refused = NotEnoughReplicasError("2 of 3")
+    assert asyncio.run(outcome((17, -1, None))) == ["acked"] * 3
+    assert asyncio.run(outcome((-1, -1, lambda _index: refused))) == [refused] * 3
+
+
+def test_a_request_still_waiting_at_its_deadline_times_out_and_the_others_do_not() -> None:
+    from ingest.batches import Deadlines
+
+    async def outcomes() -> list[object]:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines(loop, 0.05)
+        waiting = [Acks(loop) for _ in range(4)]
+        for acks in waiting:
+            acks.expect(1)
+            assert deadlines.add(acks)
+        waiting[0].settle(None)  # acked in time
+        waiting[2].settle(None)
+        await asyncio.sleep(0.1)
+        later = Acks(loop)  # a request after the sweep waits its own full time
+        later.expect(1)
+        deadlines.add(later)
+        found = [type(acks.done.exception()).__name__ if acks.done.exception() else "acked" for acks in waiting]
+        found.append("waiting" if not later.done.done() else "settled")
+        later.abandon()
+        return found
+
+    assert asyncio.run(outcomes()) == ["acked", "TimeoutError", "acked", "TimeoutError", "waiting"]
+
+
+def test_an_unexpected_error_on_a_beacon_route_is_a_plain_500_counted_as_such() -> None:
+    class Broken(FakePublisher):
+        async def publish(self, events: Sequence[LabelEvent]) -> None:
+            raise RuntimeError("a bug")
+
+    with TestClient(create_app(DEFAULTS, lambda _: Broken()), raise_server_exceptions=False) as client:
+        answer = client.get("/track/", params={"labels": "signup"}, headers=BROWSER)
+        assert (answer.status_code, answer.text) == (500, "Internal Server Error")
+        assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+        counted = scrape(client)[
+            ("tally_ingest_requests_total", (("method", "GET"), ("route", "/track/"), ("status", "500")))
+        ]
+        assert counted == 1
 
 
 def test_a_full_buffer_is_a_503_at_once() -> None:

@@ -1,0 +1,330 @@
+"""A request's records into kafka-python's open batches, and its wait for their acks.
+
+:class:`BatchAppender` appends records where ``KafkaProducer.send()`` would,
+without its per-record costs (:mod:`ingest.publish` says when it is used);
+:class:`Acks` is one request's wait, settled once per batch (or per record,
+when records go through ``send()``); :class:`Deadlines` times every
+request waiting on one event loop with one timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections import deque
+from collections.abc import Collection, Sequence
+from typing import Any, Final
+
+from kafka import KafkaProducer
+from kafka import __version__ as kafka_version
+from kafka.errors import KafkaError
+from kafka.partitioner import murmur2
+from kafka.record.util import encode_varint
+from kafka.structs import TopicPartition
+
+from schema.event import LabelEvent, encode, encode_key
+
+MAX_REMEMBERED_COUNTERS: Final = 100_000
+"""Counters whose Kafka key and partition are remembered (then forgotten all at once)."""
+
+Record = tuple[int, bytes, bytes, bytes]
+"""A record to write: its timestamp (ms), key, key as written (length first), value."""
+
+KAFKA_PYTHON_SERIES: Final = "3.0."
+"""The kafka-python releases whose internals :class:`BatchAppender` was written against."""
+
+
+class Acks:
+    """One request's wait for its parts (the batches its records went into, or records): the last wakes it.
+
+    Parts settle on the request's event loop (the producer's I/O thread hands
+    them over with ``call_soon_threadsafe``), so the count needs no lock.
+    """
+
+    __slots__ = ("_loop", "_remaining", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self._remaining = 0
+
+    def expect(self, parts: int) -> None:
+        """Before any of these parts can settle: on the event loop, or before ``publish`` awaits."""
+        self._remaining += parts
+
+    def abandon(self) -> None:
+        """The request is answered: acks that come later find ``done`` settled and leave it."""
+        if not self.done.done():
+            self.done.cancel()
+        elif not self.done.cancelled():
+            self.done.exception()  # retrieved: no "exception was never retrieved" at garbage collection
+
+    def record_settled(self, result: object) -> None:
+        """A record future's callback and errback, on the I/O thread."""
+        _wake(self._loop, _settle, [self], result if isinstance(result, BaseException) else None)
+
+    def settle(self, exc: BaseException | None) -> None:
+        """On the event loop: one part acked (``exc`` None) or failed."""
+        if self.done.done():  # failed already, or the request gave up
+            return
+        if exc is not None:
+            self.done.set_exception(exc)
+            return
+        self._remaining -= 1
+        if not self._remaining:
+            self.done.set_result(None)
+
+
+class Deadlines:
+    """The deadlines of the requests waiting on one event loop, in one timer.
+
+    Every request waits equally long, so deadlines come in order: a queue,
+    with one timer for its head, instead of a timer per request
+    (``asyncio.timeout``'s timer and its cancellation cost a GET more than
+    its parse and validation). Requests answered are dropped from the head as
+    new ones come, so the queue holds about the requests in flight. A
+    request still waiting at its deadline fails with TimeoutError, as under
+    ``asyncio.timeout``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wait_s: float) -> None:
+        self.loop = loop
+        self._wait_s = wait_s
+        self._queue: deque[tuple[float, Acks]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, acks: Acks) -> bool:
+        """Give ``acks`` its deadline; False if it waits on another loop (it must then time itself)."""
+        if acks._loop is not self.loop:
+            return False
+        queue = self._queue
+        while queue and queue[0][1].done.done():
+            queue.popleft()
+        deadline = self.loop.time() + self._wait_s
+        queue.append((deadline, acks))
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._expire)
+        return True
+
+    def _expire(self) -> None:
+        self._timer = None
+        queue, now = self._queue, self.loop.time()
+        while queue and (queue[0][0] <= now or queue[0][1].done.done()):
+            acks = queue.popleft()[1]
+            if not acks.done.done():
+                acks.done.set_exception(TimeoutError())
+        if queue:
+            self._timer = self.loop.call_at(queue[0][0], self._expire)
+
+
+def _settle(waiters: list[Acks], exc: BaseException | None) -> None:
+    for acks in waiters:
+        acks.settle(exc)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, settle: Any, waiters: list[Acks], exc: BaseException | None) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(settle, waiters, exc)
+
+
+class BatchAppender:
+    """Appends a request's records straight into kafka-python's open record batches; one wait per batch.
+
+    What ``KafkaProducer.send()`` does per record, less what ingest does not
+    need: checks of headers and serializers, the partitioner call, the size
+    estimate, and a future per record, which the producer's I/O thread
+    resolves one by one. Here each counter's key and partition are
+    remembered, each record is appended under the partition's lock into the
+    batch kafka-python is filling (a new batch is started by kafka-python's
+    own ``append``), and a request waits for the batches its records went
+    into: one callback per batch settles every request waiting on it, with
+    one wake-up of the event loop. The batch's ack is the same acks=all ack
+    (``acks.done`` fails if Kafka refused any record of the batch).
+
+    This uses kafka-python's internals (the accumulator, its batches and
+    locks), so it runs only on the version it was written against
+    (:data:`KAFKA_PYTHON_SERIES`); any other version gets ``send()``.
+    A batch kafka-python splits (a broker's MESSAGE_TOO_LARGE, impossible
+    with records of a few hundred bytes) never acks its first future: the
+    requests waiting on it time out into a 503, never a false 2xx.
+    """
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._accumulator = producer._accumulator
+        self._metadata = producer._metadata
+        self._topic = topic
+        self._routes: dict[tuple[str, str, str], tuple[bytes, bytes, TopicPartition]] = {}
+        self._partition_count = 0
+        # Per partition: the batch being filled (its produce future) and who waits on it.
+        self._watched: dict[TopicPartition, tuple[Any, list[Acks]]] = {}
+
+    @staticmethod
+    def supported(producer: KafkaProducer) -> bool:
+        accumulator = getattr(producer, "_accumulator", None)
+        return (
+            kafka_version.startswith(KAFKA_PYTHON_SERIES)
+            and isinstance(getattr(getattr(producer, "_metadata", None), "_partitions", None), dict)
+            and all(hasattr(accumulator, name) for name in ("_tp_lock", "_batches", "_appends_in_progress", "_closed"))
+        )
+
+    def partitions(self) -> Collection[int] | None:
+        """The topic's partitions, if the producer knows them (without copying them, as partitions_for_topic does)."""
+        known: Collection[int] | None = self._metadata._partitions.get(self._topic)
+        return known
+
+    def append(self, events: Sequence[LabelEvent], acks: Acks, partitions: Collection[int]) -> None:
+        if len(partitions) != self._partition_count:
+            self._routes.clear()
+            self._partition_count = len(partitions)
+        by_partition: dict[TopicPartition, list[Record]] = {}
+        for event in events:
+            key, key_part, tp = self._route(event, partitions)
+            records = by_partition.get(tp)
+            if records is None:
+                records = by_partition[tp] = []
+            records.append((event.ts_ms, key, key_part, encode(event)))
+        accumulator = self._accumulator
+        accumulator._appends_in_progress.increment()  # close() waits for appends in progress
+        try:
+            now = time.monotonic()
+            for tp, records in by_partition.items():
+                self._append_to(tp, records, acks, now)
+        finally:
+            accumulator._appends_in_progress.decrement()
+
+    def _append_to(self, tp: TopicPartition, records: list[Record], acks: Acks, now: float) -> None:
+        """One partition's records, in order, under its lock: into its open batch, then new ones as they fill."""
+        accumulator = self._accumulator
+        start = 0
+        while start < len(records):
+            with accumulator._tp_lock(tp):
+                if accumulator._closed:
+                    raise KafkaError("the producer is closed")
+                batches = accumulator._batches[tp]
+                if batches:
+                    batch = batches[-1]
+                    written, biggest = write_records(batch.records, records, start)
+                    if written > start:
+                        batch.max_record_size = max(batch.max_record_size, biggest)
+                        batch.last_append = now
+                        self._watch(tp, batch.produce_future, acks)
+                        start = written
+                        continue
+            ts_ms, key, _, value = records[start]
+            self._append_to_new_batch(tp, ts_ms, key, value, acks)
+            start += 1
+
+    def _route(self, event: LabelEvent, partitions: Collection[int]) -> tuple[bytes, bytes, TopicPartition]:
+        """The counter's Kafka key (alone, and as a record writes it) and partition.
+
+        The partition is kafka-python's DefaultPartitioner's: murmur2 of the key.
+        """
+        counter = (event.label, event.category, event.dom_id)
+        route = self._routes.get(counter)
+        if route is None:
+            if len(self._routes) >= MAX_REMEMBERED_COUNTERS:
+                self._routes.clear()
+            key = encode_key(event)
+            ordered = sorted(partitions)
+            partition = ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
+            route = self._routes[counter] = (key, varint(len(key)) + key, TopicPartition(self._topic, partition))
+        return route
+
+    def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes, value: bytes, acks: Acks) -> None:
+        """kafka-python's own append starts the batch; then wait on it like on any other."""
+        accumulator = self._accumulator
+        future = accumulator.append(tp, ts_ms, key, value, [])[0]
+        self._producer._sender.wakeup()
+        with accumulator._tp_lock(tp):
+            batches = accumulator._batches[tp]
+            if batches and batches[-1].produce_future is future._produce_future:
+                self._watch(tp, future._produce_future, acks)
+                return
+        # Already drained, maybe acked: wait on the record's own future instead.
+        acks.expect(1)
+        future.add_both(acks.record_settled)
+
+    def _watch(self, tp: TopicPartition, produce_future: Any, acks: Acks) -> None:
+        """Under the partition's lock, while the batch is open (so not yet acked): ``acks`` waits for it."""
+        watched = self._watched.get(tp)
+        if watched is not None and watched[0] is produce_future:
+            waiters = watched[1]
+            if waiters[-1] is acks:
+                return
+            waiters.append(acks)
+        else:
+            waiters = [acks]
+            self._watched[tp] = (produce_future, waiters)
+            produce_future.add_both(batch_settled, waiters)
+        acks.expect(1)
+
+
+def write_records(memory_records: Any, records: Sequence[Record], start: int) -> tuple[int, int]:
+    """Append ``records[start:]`` to an open batch until it is full; (index after the last written, largest size).
+
+    Writes the bytes ``DefaultRecordBatchBuilder.append`` (the record format
+    v2) writes, and keeps the same accounts (offsets, timestamps, record
+    count), at a third of its cost: the varints of a few recurring values are
+    remembered and the key comes written. A batch of an older format, or
+    empty, gets kafka-python's own ``append`` for one record.
+    """
+    builder = memory_records._builder
+    first_ts = getattr(builder, "_first_timestamp", None)
+    if memory_records._closed or memory_records._magic != 2 or first_ts is None:
+        ts_ms, key, _, value = records[start]
+        appended = memory_records.append(ts_ms, key, value, None)
+        return (start, 0) if appended is None else (start + 1, appended.size)
+    buffer: bytearray = builder._buffer
+    limit: int = builder._batch_size
+    offset: int = memory_records._next_offset
+    max_ts: int = builder._max_timestamp
+    biggest = 0
+    index = start
+    while index < len(records):
+        ts_ms, _, key_part, value = records[index]
+        # attributes, timestamp delta, offset delta, key, value, no headers
+        body = b"".join(
+            (b"\x00", varint(ts_ms - first_ts), varint(offset), key_part, varint(len(value)), value, b"\x00")
+        )
+        length = varint(len(body))
+        size = len(body) + len(length)
+        if size + len(buffer) > limit:
+            break
+        buffer += length
+        buffer += body
+        max_ts = max(max_ts, ts_ms)
+        biggest = max(biggest, size)
+        offset += 1
+        index += 1
+    if index > start:
+        builder._max_timestamp = max_ts
+        builder._num_records += index - start
+        builder._last_offset = offset - 1
+        memory_records._next_offset = offset
+    return index, biggest
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def varint(value: int) -> bytes:
+    """Kafka's zigzag varint of ``value`` (``kafka.record.util.encode_varint``); the same few values recur."""
+    written = bytearray()
+    encode_varint(value, written.append)
+    return bytes(written)
+
+
+def batch_settled(waiters: list[Acks], result: object) -> None:
+    """On the I/O thread: a batch is acked, or failed; every request waiting on it hears once per event loop."""
+    exc: BaseException | None = None
+    if isinstance(result, BaseException):
+        exc = result
+    elif isinstance(result, tuple) and result[2] is not None:  # (base offset, time, the records' errors)
+        failed = result[2](0)
+        exc = failed if isinstance(failed, BaseException) else KafkaError("the batch failed")
+    loops: dict[asyncio.AbstractEventLoop, list[Acks]] = {}
+    for acks in waiters:
+        loops.setdefault(acks._loop, []).append(acks)
+    for loop, group in loops.items():
+        _wake(loop, _settle, group, exc)
