@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections import deque
 from collections.abc import Collection, Sequence
@@ -21,7 +20,6 @@ from kafka import KafkaProducer
 from kafka import __version__ as kafka_version
 from kafka.errors import KafkaError
 from kafka.partitioner import murmur2
-from kafka.record.util import encode_varint
 from kafka.structs import TopicPartition
 
 from schema.event import LabelEvent, encode, encode_key
@@ -29,8 +27,8 @@ from schema.event import LabelEvent, encode, encode_key
 MAX_REMEMBERED_COUNTERS: Final = 100_000
 """Counters whose Kafka key and partition are remembered (then forgotten all at once)."""
 
-Record = tuple[int, bytes, bytes, bytes]
-"""A record to write: its timestamp (ms), key, key as written (length first), value."""
+Record = tuple[int, bytes, bytes]
+"""A record to write: its timestamp (ms), key, value."""
 
 KAFKA_PYTHON_SERIES: Final = "3.0."
 """The kafka-python releases whose internals :class:`BatchAppender` was written against."""
@@ -156,7 +154,7 @@ class BatchAppender:
         self._accumulator = producer._accumulator
         self._metadata = producer._metadata
         self._topic = topic
-        self._routes: dict[tuple[str, str, str], tuple[bytes, bytes, TopicPartition]] = {}
+        self._routes: dict[tuple[str, str, str], tuple[bytes, TopicPartition]] = {}
         self._partition_count = 0
         # Per partition: the batch being filled (its produce future) and who waits on it.
         self._watched: dict[TopicPartition, tuple[Any, list[Acks]]] = {}
@@ -181,11 +179,11 @@ class BatchAppender:
             self._partition_count = len(partitions)
         by_partition: dict[TopicPartition, list[Record]] = {}
         for event in events:
-            key, key_part, tp = self._route(event, partitions)
+            key, tp = self._route(event, partitions)
             records = by_partition.get(tp)
             if records is None:
                 records = by_partition[tp] = []
-            records.append((event.ts_ms, key, key_part, encode(event)))
+            records.append((event.ts_ms, key, encode(event)))
         accumulator = self._accumulator
         accumulator._appends_in_progress.increment()  # close() waits for appends in progress
         try:
@@ -213,11 +211,11 @@ class BatchAppender:
                         self._watch(tp, batch.produce_future, acks)
                         start = written
                         continue
-            ts_ms, key, _, value = records[start]
+            ts_ms, key, value = records[start]
             self._append_to_new_batch(tp, ts_ms, key, value, acks)
             start += 1
 
-    def _route(self, event: LabelEvent, partitions: Collection[int]) -> tuple[bytes, bytes, TopicPartition]:
+    def _route(self, event: LabelEvent, partitions: Collection[int]) -> tuple[bytes, TopicPartition]:
         """The counter's Kafka key (alone, and as a record writes it) and partition.
 
         The partition is kafka-python's DefaultPartitioner's: murmur2 of the key.
@@ -230,7 +228,7 @@ class BatchAppender:
             key = encode_key(event)
             ordered = sorted(partitions)
             partition = ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
-            route = self._routes[counter] = (key, varint(len(key)) + key, TopicPartition(self._topic, partition))
+            route = self._routes[counter] = (key, TopicPartition(self._topic, partition))
         return route
 
     def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes, value: bytes, acks: Acks) -> None:
@@ -265,54 +263,20 @@ class BatchAppender:
 def write_records(memory_records: Any, records: Sequence[Record], start: int) -> tuple[int, int]:
     """Append ``records[start:]`` to an open batch until it is full; (index after the last written, largest size).
 
-    Writes the bytes ``DefaultRecordBatchBuilder.append`` (the record format
-    v2) writes, and keeps the same accounts (offsets, timestamps, record
-    count), at a third of its cost: the varints of a few recurring values are
-    remembered and the key comes written. A batch of an older format, or
-    empty, gets kafka-python's own ``append`` for one record.
+    Each record is written by kafka-python's own ``MemoryRecordsBuilder.append``
+    (the record format is the library's to write, not ours); what this saves
+    over ``send()`` is everything around it.
     """
-    builder = memory_records._builder
-    first_ts = getattr(builder, "_first_timestamp", None)
-    if memory_records._closed or memory_records._magic != 2 or first_ts is None:
-        ts_ms, key, _, value = records[start]
-        appended = memory_records.append(ts_ms, key, value, None)
-        return (start, 0) if appended is None else (start + 1, appended.size)
-    buffer: bytearray = builder._buffer
-    limit: int = builder._batch_size
-    offset: int = memory_records._next_offset
-    max_ts: int = builder._max_timestamp
     biggest = 0
     index = start
     while index < len(records):
-        ts_ms, _, key_part, value = records[index]
-        # attributes, timestamp delta, offset delta, key, value, no headers
-        body = b"".join(
-            (b"\x00", varint(ts_ms - first_ts), varint(offset), key_part, varint(len(value)), value, b"\x00")
-        )
-        length = varint(len(body))
-        size = len(body) + len(length)
-        if size + len(buffer) > limit:
+        ts_ms, key, value = records[index]
+        appended = memory_records.append(ts_ms, key, value, None)
+        if appended is None:  # full (or closed): the caller starts a new batch
             break
-        buffer += length
-        buffer += body
-        max_ts = max(max_ts, ts_ms)
-        biggest = max(biggest, size)
-        offset += 1
+        biggest = max(biggest, appended.size)
         index += 1
-    if index > start:
-        builder._max_timestamp = max_ts
-        builder._num_records += index - start
-        builder._last_offset = offset - 1
-        memory_records._next_offset = offset
     return index, biggest
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def varint(value: int) -> bytes:
-    """Kafka's zigzag varint of ``value`` (``kafka.record.util.encode_varint``); the same few values recur."""
-    written = bytearray()
-    encode_varint(value, written.append)
-    return bytes(written)
 
 
 def batch_settled(waiters: list[Acks], result: object) -> None:

@@ -215,7 +215,7 @@ def test_the_batch_path_chooses_the_partition_kafka_pythons_default_would(partit
         cluster, default = cluster_with("t", partitions), DefaultPartitioner()
         events = [LabelEvent(f"label{n}", f"cat{n % 3}", f"btn{n % 7}", 1) for n in range(500)]
         for event in events + events:  # the second round comes from memory
-            key, _, tp = publisher._batches._route(event, set(range(partitions)))
+            key, tp = publisher._batches._route(event, set(range(partitions)))
             assert key == encode_key(event)
             assert tp == ("t", default.partition("t", key, key, None, b"v", cluster))
     finally:
@@ -226,20 +226,20 @@ def test_the_batch_path_chooses_the_partition_kafka_pythons_default_would(partit
 def test_records_written_into_a_batch_are_the_bytes_kafka_python_writes(value_len: int) -> None:
     from kafka.record.memory_records import MemoryRecordsBuilder
 
-    from ingest.batches import varint, write_records
+    from ingest.batches import write_records
 
     first_ts = 1_764_000_000_000
     records = [
-        (first_ts + (n * 7919) % 120_000 - 60_000, key, varint(len(key)) + key, b"v" * (value_len + n % 5))
+        (first_ts + (n * 7919) % 120_000 - 60_000, key, b"v" * (value_len + n % 5))
         for n in range(1000)
         for key in [f"label{n % 37}:cat:btn{n % 5}".encode()]
     ]
     theirs, ours = (MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=16384) for _ in range(2))
     for builder in (theirs, ours):  # the first record starts the batch, as kafka-python's append does
-        assert builder.append(records[0][0], records[0][1], records[0][3], None) is not None
+        assert builder.append(records[0][0], records[0][1], records[0][2], None) is not None
     theirs_written = 1
     while theirs_written < len(records):
-        ts_ms, key, _, value = records[theirs_written]
+        ts_ms, key, value = records[theirs_written]
         if theirs.append(ts_ms, key, value, None) is None:
             break
         theirs_written += 1
