@@ -41,6 +41,8 @@ class Reconciliation:
     """Per key: each source's count."""
     differences: list[Key]
     get_stats_differences: list[str]
+    counted_uncertain: int = 0
+    """Events of 503'd or unanswered requests found counted: Kafka took them after the request gave up."""
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     """(what, passed, detail): the reconciliation metrics and the other checks."""
 
@@ -79,21 +81,28 @@ def reconcile(run: Run, stack: SoakStack) -> Reconciliation:
     ambiguous = {k[1:] for k in outcomes.expected if k[0] == "?"}
     if ambiguous:
         sources = {name: _collapse(counts, ambiguous) for name, counts in sources.items()}
+    uncertain = _collapse(outcomes.uncertain, ambiguous) if ambiguous else outcomes.uncertain
     keys = set().union(*sources.values())
     values = {key: {name: counts.get(key, 0) for name, counts in sources.items()} for key in keys}
-    differences = sorted(key for key, v in values.items() if len(set(v.values())) > 1)
-    result = Reconciliation(values, differences, _get_stats_differences(stack, outcomes.expected, days, ambiguous))
-    never = {k for k in outcomes.refused if k not in outcomes.expected and k[1:] not in ambiguous}
+    differences = sorted(key for key, v in values.items() if not _reconciled(v, uncertain.get(key, 0)))
+    result = Reconciliation(
+        values, differences, _get_stats_differences(stack, daily, days, ambiguous), _counted_uncertain(values)
+    )
+    never = {
+        k
+        for k in outcomes.refused
+        if k not in outcomes.expected and k not in outcomes.uncertain and k[1:] not in ambiguous
+    }
     counted_never = sorted(k for k in never if daily.get(k))
     result.checks.append(
         (
-            "events of refused requests and bots counted nowhere they were not also sent in a 2xx",
+            "events of refused requests and bots counted nowhere they were not also sent in a 2xx (or a 503)",
             not counted_never,
             f"{len(never)} such counters, {len(counted_never)} counted"
             + (f": {counted_never[:5]}" if counted_never else ""),
         )
     )
-    result.checks.extend(_metric_checks(run, stack, ambiguous))
+    result.checks.extend(_metric_checks(run, stack, ambiguous, daily))
     anomalies = Counter(a.split(":")[0] + ": " + a.split(": ", 1)[-1][:80] for a in outcomes.anomalies)
     result.checks.append(
         (
@@ -110,6 +119,27 @@ def reconcile(run: Run, stack: SoakStack) -> Reconciliation:
         )
     )
     return result
+
+
+def _reconciled(counts: dict[str, int], uncertain: int) -> bool:
+    """ClickHouse (daily, hourly) and the API agree exactly, and hold every 2xx event once.
+
+    Beyond those, they may hold events of requests whose answer was a 503 or
+    never came (``uncertain``), and only as many: when Kafka stops, a record
+    can reach the log after its request gave up waiting, and a client cannot
+    tell (README, known limits). An event answered 2xx missing, or counted
+    twice, shows up as a difference either way.
+    """
+    stored = {counts[name] for name in SOURCES[1:]}
+    if len(stored) != 1:
+        return False
+    (count,) = stored
+    return counts["2xx"] <= count <= counts["2xx"] + uncertain
+
+
+def _counted_uncertain(values: dict[Key, dict[str, int]]) -> int:
+    """Events of 503'd or unanswered requests that reached Kafka anyway (and so are counted)."""
+    return sum(max(v["clickhouse"] - v["2xx"], 0) for v in values.values())
 
 
 def _rows(client: Any, view: str) -> Counter[Key]:
@@ -138,14 +168,15 @@ def _api_counts(stack: SoakStack, days: Sequence[str]) -> Counter[Key]:
 
 
 def _get_stats_differences(
-    stack: SoakStack, expected: Counter[Key], days: Sequence[str], ambiguous: set[tuple[str, str, str]]
+    stack: SoakStack, daily: Counter[Key], days: Sequence[str], ambiguous: set[tuple[str, str, str]]
 ) -> list[str]:
-    """``/get_stats/?day=D&dom_ids=...`` for every dom id sent, against the 2xx events summed over categories."""
+    """``/get_stats/?day=D&dom_ids=...`` for every dom id counted, against ``daily_stats`` summed over categories
+    (which the reconciliation holds against the 2xx events)."""
     skip = {(dom_id, label) for label, _, dom_id in ambiguous}
     differences = []
     for day in days:
         want: Counter[tuple[str, str]] = Counter()
-        for (d, label, _category, dom_id), n in expected.items():
+        for (d, label, _category, dom_id), n in daily.items():
             if d == day and dom_id and (dom_id, label) not in skip:
                 want[(dom_id, label)] += n
         dom_ids = sorted({dom_id for dom_id, _ in want})
@@ -159,7 +190,9 @@ def _get_stats_differences(
                         got[(dom_id, label)] += int(counter)
         for pair in sorted(set(want) | set(got)):
             if want[pair] != got[pair]:
-                differences.append(f"{day} dom_id={pair[0]} label={pair[1]}: 2xx {want[pair]}, /get_stats/ {got[pair]}")
+                differences.append(
+                    f"{day} dom_id={pair[0]} label={pair[1]}: daily_stats {want[pair]}, /get_stats/ {got[pair]}"
+                )
     return differences
 
 
@@ -180,11 +213,16 @@ def _samples(text: str, name: str) -> dict[str, float]:
     }
 
 
-def _metric_checks(run: Run, stack: SoakStack, ambiguous: set[tuple[str, str, str]]) -> list[tuple[str, bool, str]]:
+def _metric_checks(
+    run: Run, stack: SoakStack, ambiguous: set[tuple[str, str, str]], daily: Counter[Key]
+) -> list[tuple[str, bool, str]]:
     outcomes = run.outcomes
     by_day: Counter[str] = Counter()
     for key, n in outcomes.expected.items():
         by_day[key[0]] += n
+    counted_by_day: Counter[str] = Counter()
+    for key, n in daily.items():
+        counted_by_day[key[0]] += n
     checks = []
     # Workers: the table-derived gauge, refreshed every 5 s; give it time after a late rebalance.
     summed: Counter[str] = Counter()
@@ -194,15 +232,15 @@ def _metric_checks(run: Run, stack: SoakStack, ambiguous: set[tuple[str, str, st
         for text in stack.worker_metrics().values():
             for day, value in _samples(text, "tally_worker_day_events").items():
                 summed[day] += int(value)
-        matches = summed == by_day if not ambiguous else sum(summed.values()) == sum(by_day.values())
+        matches = summed == counted_by_day
         if matches or time.time() > deadline:
             break
         time.sleep(2)
     checks.append(
         (
-            "tally_worker_day_events summed over the workers == 2xx events, per day",
+            "tally_worker_day_events summed over the workers == daily_stats, per day",
             matches,
-            f"workers {dict(sorted(summed.items()))}; 2xx {dict(sorted(by_day.items()))}",
+            f"workers {dict(sorted(summed.items()))}; daily_stats {dict(sorted(counted_by_day.items()))}",
         )
     )
     accepted = {
@@ -353,8 +391,8 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
             lines.append(f"  ... and {len(rec.differences) - 200} more")
     lines += [f"  {d}" for d in rec.get_stats_differences[:50]]
     lines.append(
-        f"  events of 503s or unanswered requests (must not count, and did not unless listed above): "
-        f"{sum(o.uncertain.values()):,}"
+        f"  events of 503s or unanswered requests: {sum(o.uncertain.values()):,}; found counted anyway "
+        f"(Kafka took them after their request gave up; README, known limits): {rec.counted_uncertain:,}"
     )
     for what, ok, detail in rec.checks:
         lines.append(f"  [{'ok' if ok else 'FAIL'}] {what}: {detail}")
