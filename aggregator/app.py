@@ -3,6 +3,7 @@
 Phases, for every batch of messages taken from the events topic, partition
 by partition:
 
+0. read     (aggregator.consume) whole fetches of the events topic off Faust's consumer
 1. decode   (aggregator.decode)  bytes -> positioned LabelEvents; junk dropped, counted, logged
 2. count    (aggregator.count)   daily and hourly counters, one table update per changed counter,
                                  exactly once; events for closed days refused as late
@@ -30,6 +31,7 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP, EventT, TableT
 
+from aggregator.consume import BatchApp
 from aggregator.count import (
     Tally,
     Windows,
@@ -85,15 +87,8 @@ class FaustCountTable:
         return [(key, tally) for key, value in list(self._table.items()) if (tally := as_tally(value))]
 
 
-def by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
-    parts: dict[int, list[EventT[Any]]] = {}
-    for event in batch:
-        parts.setdefault(event.message.partition, []).append(event)
-    return parts
-
-
-def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> faust.App:
-    app = faust.App(
+def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> BatchApp:
+    app = BatchApp(
         settings.app_id,
         broker=[f"kafka://{hostport}" for hostport in settings.kafka.bootstrap.split(",")],
         store=settings.store,
@@ -134,12 +129,16 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     def open_from() -> Any:
         return first_open_day(datetime.now(settings.day_tz), settings.window_days)
 
-    def count_partition(partition: int, events: list[EventT[Any]]) -> None:
+    def count_records(tp: TP, records: Sequence[Any], last: EventT[Any]) -> None:
+        """One partition's part of a batch (aiokafka records), while its last event is current."""
+        with acting_for(last):
+            count_partition(tp.partition, [Message(tp.partition, r.offset, r.value or b"") for r in records])
+
+    def count_partition(partition: int, messages: list[Message]) -> None:
         dropped: list[Message] = []
-        messages = (Message(partition, e.message.offset, e.message.value or b"") for e in events)
         result = count_batch(counts, decode_messages(messages, dropped), windows, open_from())
         rollup.mark(result.changed)
-        positions[partition] = events[-1].message.offset
+        positions[partition] = messages[-1].offset
         metrics.events_counted.inc(result.counted)
         metrics.events_skipped.inc(result.skipped)
         metrics.events_dropped.labels(Drop.UNDECODABLE.value).inc(len(dropped))
@@ -168,12 +167,12 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         if doomed:
             log.info("expired %d counters of closed days from partition %d", len(doomed), partition)
 
-    @app.agent(events, name="count")
-    async def count(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            for partition, partition_events in by_partition(batch).items():
-                with acting_for(partition_events[-1]):
-                    count_partition(partition, partition_events)
+    # The events topic is subscribed through Faust (its partitions are
+    # assigned with the table's), but read in batches (aggregator.consume).
+    app.topics.add(events)
+    app.batched.add(
+        settings.kafka.topic, count_records, max_records=settings.batch_max, within_s=settings.batch_within_s
+    )
 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:

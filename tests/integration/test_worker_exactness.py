@@ -88,10 +88,24 @@ def assert_exact(services: Services, sent: Counter[Key], timeout_s: float = 90) 
     differences = {
         k: (sent[k], counted.get(k, 0)) for k in sent.keys() | counted.keys() if sent[k] != counted.get(k, 0)
     }
-    assert differences == {}, f"(sent, counted) differ for {len(differences)} counters"
+    assert differences == {}, (
+        f"(sent, counted) differ for {len(differences)} counters: {dict(sorted(differences.items())[:5])}\n"
+        + "\n".join(_history(services.clickhouse, k) for k in sorted(differences)[:5])
+    )
     assert hourly_totals(services.clickhouse) == sent
     time.sleep(2)  # and it stays so: no late double count
     assert daily_stats(services.clickhouse) == sent
+
+
+def _history(settings: ClickHouseSettings, key: Key) -> str:
+    """Every row written for a counter's days, in version order: where a wrong count came from."""
+    with clickhouse_client(settings) as client:
+        rows = client.execute(
+            "SELECT day, counter, version, written_at FROM daily_counts"
+            " WHERE label = %(l)s AND category = %(c)s AND dom_id = %(d)s ORDER BY version, written_at",
+            {"l": key[0], "c": key[1], "d": key[2]},
+        )
+    return f"{key}: " + ", ".join(f"{counter}@{version} ({written:%H:%M:%S})" for _, counter, version, written in rows)
 
 
 def test_exact_through_repeated_kill_9(services: Services) -> None:
