@@ -86,7 +86,12 @@ def hourly_totals(settings: ClickHouseSettings) -> Counter[Key]:
 
 def assert_exact(services: Services, sent: Counter[Key], timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
-    while daily_stats(services.clickhouse) != sent and time.monotonic() < deadline:
+
+    def caught_up() -> bool:
+        # Daily and hourly rows of one flush are two INSERTs: wait for both.
+        return daily_stats(services.clickhouse) == sent and hourly_totals(services.clickhouse) == sent
+
+    while not caught_up() and time.monotonic() < deadline:
         time.sleep(0.5)
     counted = daily_stats(services.clickhouse)
     differences = {
