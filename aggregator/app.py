@@ -41,7 +41,7 @@ from aggregator.count import (
     first_open_day,
     since,
 )
-from aggregator.decode import Message, decode_messages
+from aggregator.decode import Fetched, decode_messages
 from aggregator.metrics import Drop, WorkerMetrics
 from aggregator.rollup import Rollup
 from aggregator.settings import WorkerSettings
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 EXPIRY_SWEEP_S = 600.0
 PRODUCER_LINGER_S = 0.01
 PRODUCER_BATCH_BYTES = 512 * 1024
+FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
+"""Per fetch: Faust's 1 MiB default (~9,000 events) held a backlog to ~50,000 events/s."""
 
 
 @contextmanager
@@ -103,6 +105,7 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         # Changelog records in few, big produce requests rather than one each.
         producer_linger=PRODUCER_LINGER_S,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
@@ -137,10 +140,10 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     def count_records(tp: TP, records: Sequence[Any], last: EventT[Any]) -> None:
         """One partition's part of a batch (aiokafka records), while its last event is current."""
         with acting_for(last):
-            count_partition(tp.partition, [Message(tp.partition, r.offset, r.value or b"") for r in records])
+            count_partition(tp.partition, records)
 
-    def count_partition(partition: int, messages: list[Message]) -> None:
-        dropped: list[Message] = []
+    def count_partition(partition: int, messages: Sequence[Fetched]) -> None:
+        dropped: list[Fetched] = []
         result = count_batch(counts, decode_messages(messages, dropped), windows, open_from())
         rollup.mark(result.changed)
         positions[partition] = messages[-1].offset
