@@ -31,7 +31,7 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP, EventT, TableT
 
-from aggregator.consume import BatchApp
+from aggregator.consume import BatchApp, BatchConsumer
 from aggregator.count import (
     Tally,
     Windows,
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 EXPIRY_SWEEP_S = 600.0
 PRODUCER_LINGER_S = 0.01
 PRODUCER_BATCH_BYTES = 512 * 1024
+STALL_S = 10.0
+"""A partition with events to count that hands none over this long is restarted (BatchConsumer.unstall)."""
 FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
 """Per fetch: Faust's 1 MiB default (~9,000 events) held a backlog to ~50,000 events/s."""
 
@@ -185,6 +187,13 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:
         await rollup.flush()
+        consumer = app.consumer
+        if isinstance(consumer, BatchConsumer):
+            for tp in await consumer.unstall(STALL_S):
+                metrics.stalls_restarted.inc()
+                log.warning(
+                    "partition %d had events to count but none came for %.0fs: restarted", tp.partition, STALL_S
+                )
         for tp in _assigned(app, settings.kafka.topic):
             highwater = app.consumer.highwater(tp)  # None until the fetcher has seen the partition
             if highwater is not None and tp.partition in positions:

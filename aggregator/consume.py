@@ -63,11 +63,18 @@ class BatchTopics:
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, handing the batched topics' records over in lists."""
 
+    _next: dict[TP, tuple[int, int]]
+    """The next offset to count per partition, and the generation it was counted in."""
+    _moved: dict[TP, float]
+    """When each partition last handed over records (monotonic)."""
+
     def _batched(self) -> BatchTopics:
         return cast(BatchApp, self.app).batched
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover  (the worker's tests run it)
         batched = self._batched()
+        self._next = {}
+        self._moved = {}
         if not batched.handlers:
             await super()._drain_messages(fetcher)
             return
@@ -151,7 +158,43 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self._acked[tp].append(last.offset)
                 self._n_acked += len(records)
             self._read_offset[tp] = last.offset
+            self._next[tp] = (last.offset + 1, self.app.consumer_generation_id)
+            self._moved[tp] = now
             inbound[tp] = now
+
+    async def unstall(self, after_s: float) -> list[TP]:
+        """Restart batched partitions that have events to count but handed none over for ``after_s``.
+
+        Seen in tests under load: after a rebalance that left a partition with
+        the same worker, that partition was never fetched again, while the
+        others were. Seeking it to where counting stands (and resuming it, in
+        case it stayed paused) restarts it; counting by offsets makes any
+        re-read harmless.
+        """
+        if self.app.rebalancing or not self.flow_active:
+            return []
+        handlers = self._batched().handlers
+        now = time.monotonic()
+        quiet = []
+        for tp in self.assignment():
+            if tp.topic in handlers and now - self._moved.setdefault(tp, now) >= after_s:
+                quiet.append(tp)
+        if not quiet:
+            return []
+        ends = await self.highwaters(*quiet)
+        stuck: dict[TP, int] = {}
+        for tp in quiet:
+            counted, generation = self._next.get(tp, (-1, -1))
+            committed = self._committed_offset[tp]
+            position = counted if generation == self.app.consumer_generation_id else committed
+            if position is not None and ends.get(tp, 0) > position:
+                stuck[tp] = position
+            self._moved[tp] = now
+        if stuck and not self.app.rebalancing and self.flow_active:
+            self.resume_partitions(stuck)
+            for tp, position in stuck.items():
+                await self.seek(tp, position)
+        return sorted(stuck)
 
     def _new_offset(self, tp: TP) -> int | None:
         # A batched partition is counted in offset order, whole batches at a
