@@ -98,8 +98,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     count = 0
                     gathered_in = generation
                 if not self.flow_active:
-                    if records is not None:
-                        await self._seek_back()
+                    # Unlike Faust's getmany, no seek back here: this is a
+                    # rebalance, which seeks every partition it leaves with
+                    # us to its committed offset when it completes; a seek
+                    # now would race the new assignment.
                     continue
                 others: dict[TP, list[Any]] = {}
                 for tp, tp_records in (records or {}).items():
@@ -134,14 +136,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
         except Exception as exc:
             self.log.exception("Drain messages raised: %r", exc)
             raise
-
-    async def _seek_back(self) -> None:
-        # As Faust's getmany: records fetched while the flow is stopped go
-        # back, by seeking to the committed offsets.
-        try:
-            await self.perform_seek()
-        except Exception as exc:
-            self.log.warning("exception performing seek when flow not active %r", exc)
 
     def _count(self, gathered: Mapping[TP, list[Any]], handlers: Mapping[str, BatchHandler]) -> None:
         """Hand each partition's records to its handler, then ack the last offset: no await in between."""
