@@ -65,8 +65,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     _next: dict[TP, tuple[int, int]]
     """The next offset to count per partition, and the generation it was counted in."""
-    _moved: dict[TP, float]
-    """When each partition last handed over records (monotonic)."""
+    _moved: dict[TP, tuple[float, int]]
+    """When each partition last handed over records (monotonic), and in which generation."""
 
     def _batched(self) -> BatchTopics:
         return cast(BatchApp, self.app).batched
@@ -105,14 +105,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     continue
                 others: dict[TP, list[Any]] = {}
                 for tp, tp_records in (records or {}).items():
-                    if active is not None and tp not in active and tp not in self._buffered_partitions:
-                        continue
                     if tp.topic in batched.handlers:
+                        # Every record fetched is counted, or all of the
+                        # partition's gathered records go together: skipping
+                        # some and counting later ones would leave a hole
+                        # that the next commit covers. (What we fetched is
+                        # ours until our revocation handler has run, and that
+                        # stops the flow first.)
                         if not count:
                             started = time.monotonic()
                         gathered.setdefault(tp, []).extend(tp_records)
                         count += len(tp_records)
-                    else:
+                    elif active is None or tp in active or tp in self._buffered_partitions:
                         others[tp] = tp_records
                 if count and (count >= batched.max_records or time.monotonic() - started >= batched.within_s):
                     self._count(gathered, batched.handlers)
@@ -139,12 +143,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     def _count(self, gathered: Mapping[TP, list[Any]], handlers: Mapping[str, BatchHandler]) -> None:
         """Hand each partition's records to its handler, then ack the last offset: no await in between."""
-        assignment = self.assignment()
         inbound = self.app.monitor.stream_inbound_time if self.app.monitor is not None else {}
         now = time.monotonic()
         for tp, records in gathered.items():
-            if tp not in assignment:
-                continue
             last = records[-1]
             handlers[tp.topic](tp, records, Event(self.app, None, None, None, self._to_message(tp, last)))
             committed = self._committed_offset[tp]
@@ -153,7 +154,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self._n_acked += len(records)
             self._read_offset[tp] = last.offset
             self._next[tp] = (last.offset + 1, self.app.consumer_generation_id)
-            self._moved[tp] = now
+            self._moved[tp] = (now, self.app.consumer_generation_id)
             inbound[tp] = now
 
     async def unstall(self, after_s: float) -> list[TP]:
@@ -170,8 +171,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         handlers = self._batched().handlers
         now = time.monotonic()
         quiet = []
+        generation = self.app.consumer_generation_id
         for tp in self.assignment():
-            if tp.topic in handlers and now - self._moved.setdefault(tp, now) >= after_s:
+            if tp.topic not in handlers:
+                continue
+            since, moved_in = self._moved.get(tp, (now, generation))
+            if moved_in != generation:  # a rebalance since: count the quiet time from now
+                since = now
+            self._moved[tp] = (since, generation)
+            if now - since >= after_s:
                 quiet.append(tp)
         if not quiet:
             return []
@@ -183,7 +191,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             position = counted if generation == self.app.consumer_generation_id else committed
             if position is not None and ends.get(tp, 0) > position:
                 stuck[tp] = position
-            self._moved[tp] = now
+            self._moved[tp] = (now, generation)
         if stuck and not self.app.rebalancing and self.flow_active:
             self.resume_partitions(stuck)
             for tp, position in stuck.items():
