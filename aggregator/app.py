@@ -3,7 +3,6 @@
 Phases, for every batch of messages taken from the events topic, partition
 by partition:
 
-0. read     (aggregator.consume) whole fetches of the events topic off Faust's consumer
 1. decode   (aggregator.decode)  bytes -> positioned LabelEvents; junk dropped, counted, logged
 2. count    (aggregator.count)   daily and hourly counters, one table update per changed counter,
                                  exactly once; events for closed days refused as late
@@ -31,7 +30,6 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP, EventT, TableT
 
-from aggregator.consume import BatchApp, BatchConsumer
 from aggregator.count import (
     Tally,
     Windows,
@@ -41,7 +39,7 @@ from aggregator.count import (
     first_open_day,
     since,
 )
-from aggregator.decode import Fetched, decode_messages
+from aggregator.decode import Message, decode_messages
 from aggregator.metrics import Drop, WorkerMetrics
 from aggregator.rollup import Rollup
 from aggregator.settings import WorkerSettings
@@ -52,10 +50,7 @@ log = logging.getLogger(__name__)
 EXPIRY_SWEEP_S = 600.0
 PRODUCER_LINGER_S = 0.01
 PRODUCER_BATCH_BYTES = 512 * 1024
-STALL_S = 10.0
-"""A partition with events to count that hands none over this long is restarted (BatchConsumer.unstall)."""
 FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
-"""Per fetch: Faust's 1 MiB default (~9,000 events) held a backlog to ~50,000 events/s."""
 
 
 @contextmanager
@@ -93,8 +88,15 @@ class FaustCountTable:
         return [(key, tally) for key, value in list(self._table.items()) if (tally := as_tally(value))]
 
 
-def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> BatchApp:
-    app = BatchApp(
+def by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
+    parts: dict[int, list[EventT[Any]]] = {}
+    for event in batch:
+        parts.setdefault(event.message.partition, []).append(event)
+    return parts
+
+
+def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> faust.App:
+    app = faust.App(
         settings.app_id,
         broker=[f"kafka://{hostport}" for hostport in settings.kafka.bootstrap.split(",")],
         store=settings.store,
@@ -139,16 +141,12 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     def open_from() -> Any:
         return first_open_day(datetime.now(settings.day_tz), settings.window_days)
 
-    def count_records(tp: TP, records: Sequence[Any], last: EventT[Any]) -> None:
-        """One partition's part of a batch (aiokafka records), while its last event is current."""
-        with acting_for(last):
-            count_partition(tp.partition, records)
-
-    def count_partition(partition: int, messages: Sequence[Fetched]) -> None:
-        dropped: list[Fetched] = []
+    def count_partition(partition: int, events: list[EventT[Any]]) -> None:
+        dropped: list[Message] = []
+        messages = (Message(partition, e.message.offset, e.message.value or b"") for e in events)
         result = count_batch(counts, decode_messages(messages, dropped), windows, open_from())
         rollup.mark(result.changed)
-        positions[partition] = messages[-1].offset
+        positions[partition] = events[-1].message.offset
         metrics.events_counted.inc(result.counted)
         metrics.events_skipped.inc(result.skipped)
         metrics.events_dropped.labels(Drop.UNDECODABLE.value).inc(len(dropped))
@@ -177,23 +175,16 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         if doomed:
             log.info("expired %d counters of closed days from partition %d", len(doomed), partition)
 
-    # The events topic is subscribed through Faust (its partitions are
-    # assigned with the table's), but read in batches (aggregator.consume).
-    app.topics.add(events)
-    app.batched.add(
-        settings.kafka.topic, count_records, max_records=settings.batch_max, within_s=settings.batch_within_s
-    )
+    @app.agent(events, name="count")
+    async def count(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            for partition, partition_events in by_partition(batch).items():
+                with acting_for(partition_events[-1]):
+                    count_partition(partition, partition_events)
 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:
         await rollup.flush()
-        consumer = app.consumer
-        if isinstance(consumer, BatchConsumer):
-            for tp in await consumer.unstall(STALL_S):
-                metrics.stalls_restarted.inc()
-                log.warning(
-                    "partition %d had events to count but none came for %.0fs: restarted", tp.partition, STALL_S
-                )
         for tp in _assigned(app, settings.kafka.topic):
             highwater = app.consumer.highwater(tp)  # None until the fetcher has seen the partition
             if highwater is not None and tp.partition in positions:

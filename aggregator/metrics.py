@@ -43,11 +43,6 @@ class WorkerMetrics:
         )
         self.seconds_since_flush.set_function(self._since_flush)
         self._flushed_at = 0.0
-        self.stalls_restarted = Counter(
-            "tally_worker_stalls_restarted",
-            "Partitions restarted after they had events to count but handed none over for a while",
-            registry=r,
-        )
         self.consumer_lag = Gauge(
             "tally_worker_consumer_lag", "Events on the topic not yet counted", ["partition"], registry=r
         )
