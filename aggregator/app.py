@@ -48,6 +48,9 @@ from aggregator.write import ClickHouseWriter, RollupWriter
 log = logging.getLogger(__name__)
 
 EXPIRY_SWEEP_S = 600.0
+PRODUCER_LINGER_S = 0.01
+PRODUCER_BATCH_BYTES = 512 * 1024
+FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
 
 
 @contextmanager
@@ -103,6 +106,10 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         topic_allow_declare=True,
         table_standby_replicas=settings.standby_replicas,
         producer_acks=-1,
+        # Changelog records in few, big produce requests rather than one each.
+        producer_linger=PRODUCER_LINGER_S,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),

@@ -28,6 +28,15 @@ from schema.settings import ClickHouseSettings, clickhouse_client
 T = TypeVar("T")
 PARTITIONS = 6
 
+RECOVERY_HANG = pytest.mark.xfail(
+    strict=False,
+    reason="known bug, open in issue 4 (README, known limits): after a rebalance, Faust's recovery of a "
+    "partition's changelog can hang ('No event received for active tp ...-counts-changelog'), and the worker "
+    "stops counting that partition; seen in about 1 of 30 runs of each rebalance test under load",
+)
+"""For the tests that move partitions between workers: they pass but for that hang, which CI must not hide as a
+pass nor turn red at random; the report shows XPASS or XFAIL."""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives Debian's headless Chromium (/usr/bin/chromium)")

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.integration.conftest import Services, daily_stats, eventually
+from tests.integration.conftest import RECOVERY_HANG, Services, daily_stats, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -30,11 +30,7 @@ def test_beacon_to_get_stats(services: Services) -> None:
     assert daily_stats(services.clickhouse) == {("signup", "forms", "btn1"): 1, ("home", "", ""): 1}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open in issue 4: a worker restarted within the session timeout of the one killed "
-    "sometimes stops counting (seen once in four full CI runs); test_worker_exactness's kill test passes",
-)
+@RECOVERY_HANG
 def test_counts_stay_exact_through_kill_9_and_restart(services: Services) -> None:
     services.start_ingest()
     worker = services.start_worker()

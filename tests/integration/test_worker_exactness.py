@@ -27,7 +27,7 @@ from ingest.publish import KafkaPublisher, PublishSettings
 from schema import migrations
 from schema.event import LabelEvent
 from schema.settings import ClickHouseSettings, clickhouse_client
-from tests.integration.conftest import Services, daily_stats, eventually, free_port
+from tests.integration.conftest import RECOVERY_HANG, Services, daily_stats, eventually, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -38,7 +38,11 @@ class Load:
     """Publishes events for 40 counters in the background, remembering exactly what Kafka acked."""
 
     def __init__(self, services: Services, seed: int) -> None:
-        self.publisher = KafkaPublisher(services.stack.settings.kafka.bootstrap, services.topic, PublishSettings())
+        # Generous waits: on a busy CI machine a 200 ms metadata wait fails a
+        # publish, and a load that stops proves less (ingest's own limits are
+        # tested in test_publish.py).
+        patient = PublishSettings(delivery_timeout_ms=30_000, max_block_ms=10_000)
+        self.publisher = KafkaPublisher(services.stack.settings.kafka.bootstrap, services.topic, patient)
         self.sent: Counter[Key] = Counter()
         self.rng = random.Random(seed)
         self._stop = threading.Event()
@@ -82,16 +86,35 @@ def hourly_totals(settings: ClickHouseSettings) -> Counter[Key]:
 
 def assert_exact(services: Services, sent: Counter[Key], timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
-    while daily_stats(services.clickhouse) != sent and time.monotonic() < deadline:
+
+    def caught_up() -> bool:
+        # Daily and hourly rows of one flush are two INSERTs: wait for both.
+        return daily_stats(services.clickhouse) == sent and hourly_totals(services.clickhouse) == sent
+
+    while not caught_up() and time.monotonic() < deadline:
         time.sleep(0.5)
     counted = daily_stats(services.clickhouse)
     differences = {
         k: (sent[k], counted.get(k, 0)) for k in sent.keys() | counted.keys() if sent[k] != counted.get(k, 0)
     }
-    assert differences == {}, f"(sent, counted) differ for {len(differences)} counters"
+    assert differences == {}, (
+        f"(sent, counted) differ for {len(differences)} counters: {dict(sorted(differences.items())[:5])}\n"
+        + "\n".join(_history(services.clickhouse, k) for k in sorted(differences)[:5])
+    )
     assert hourly_totals(services.clickhouse) == sent
     time.sleep(2)  # and it stays so: no late double count
     assert daily_stats(services.clickhouse) == sent
+
+
+def _history(settings: ClickHouseSettings, key: Key) -> str:
+    """Every row written for a counter's days, in version order: where a wrong count came from."""
+    with clickhouse_client(settings) as client:
+        rows = client.execute(
+            "SELECT day, counter, version, written_at FROM daily_counts"
+            " WHERE label = %(l)s AND category = %(c)s AND dom_id = %(d)s ORDER BY version, written_at",
+            {"l": key[0], "c": key[1], "d": key[2]},
+        )
+    return f"{key}: " + ", ".join(f"{counter}@{version} ({written:%H:%M:%S})" for _, counter, version, written in rows)
 
 
 def test_exact_through_repeated_kill_9(services: Services) -> None:
@@ -108,21 +131,19 @@ def test_exact_through_repeated_kill_9(services: Services) -> None:
     assert_exact(services, load.sent)
 
 
-@pytest.mark.parametrize(
-    "store",
-    [
-        pytest.param(
-            "memory://",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="known bug, open in issue 4: with the memory store, after a partition moves back to a "
-                "worker, counts of some counters can later drop (a stale table value counted on); seen in "
-                "about half of the runs under load. RocksDB passes.",
-            ),
-        ),
-        "rocksdb://",
-    ],
-)
+@RECOVERY_HANG
+def test_exact_through_a_restart_right_after_kill_9(services: Services) -> None:
+    """The new worker joins while the killed one is still a member of the group (until its session times out)."""
+    worker = services.start_worker()
+    with Load(services, seed=8).running() as load:
+        time.sleep(2)
+        worker.kill()
+        worker = services.start_worker()
+        time.sleep(2)
+    assert_exact(services, load.sent)
+
+
+@pytest.mark.parametrize("store", [pytest.param("memory://", marks=RECOVERY_HANG), "rocksdb://"])
 def test_exact_while_workers_join_and_leave(services: Services, store: str) -> None:
     services.start_worker("1", TALLY_WORKER_STORE=store)
     with Load(services, seed=2).running() as load:
@@ -142,6 +163,22 @@ def test_exact_while_workers_join_and_leave(services: Services, store: str) -> N
     assert_exact(services, load.sent)
 
 
+@RECOVERY_HANG
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_exact_while_partitions_move_back_and_forth(services: Services, store: str) -> None:
+    """A second worker joins and leaves three times: worker 1 loses partitions and gets them back, each time
+    with newer counts in the changelog than in what it held before."""
+    services.start_worker("1", TALLY_WORKER_STORE=store)
+    with Load(services, seed=6).running() as load:
+        for _ in range(3):
+            time.sleep(1.5)
+            second = services.start_worker("2", TALLY_WORKER_STORE=store)
+            time.sleep(1.5)
+            second.stop()
+        time.sleep(2)
+    assert_exact(services, load.sent)
+
+
 def test_day_boundary_in_the_configured_zone(services: Services) -> None:
     paris = ZoneInfo("Europe/Paris")
     midnight = datetime.now(paris).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -158,11 +195,14 @@ def test_day_boundary_in_the_configured_zone(services: Services) -> None:
         with clickhouse_client(services.clickhouse) as client:
             return dict(client.execute("SELECT day, counter FROM daily_stats WHERE label = 'late_night'"))
 
+    def by_hour() -> dict[object, int]:
+        with clickhouse_client(services.clickhouse) as client:
+            return dict(client.execute("SELECT hour, counter FROM hourly_stats WHERE label = 'late_night'"))
+
     assert eventually(lambda: by_day() == {yesterday: 3, today: 1})
-    with clickhouse_client(services.clickhouse) as client:
-        hours = dict(client.execute("SELECT hour, counter FROM hourly_stats WHERE label = 'late_night'"))
     midnight_utc = midnight.astimezone(UTC)
-    assert hours == {midnight_utc - timedelta(hours=1): 3, midnight_utc: 1}
+    # The hourly rows are the flush's second INSERT: they may land a moment after the daily ones.
+    assert eventually(lambda: by_hour() == {midnight_utc - timedelta(hours=1): 3, midnight_utc: 1})
 
 
 def test_late_events_are_refused_and_reported(services: Services) -> None:
