@@ -8,7 +8,6 @@ exactly one event.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import Counter
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from bench.soak import free_port
 from deploy.kafka import ensure_topic
 from deploy.stack import Stack, StackSettings
 from ingest.app import create_app
@@ -31,22 +31,8 @@ DOWN_S = 8.0
 """How long the broker stays away: longer than a publish waits, so requests do get 503s."""
 
 
-def free_port_pair() -> int:
-    """A free loopback port whose successor is free too (the broker's controller listener)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-
-
 def test_broker_restart_mid_stream(tmp_path: Path) -> None:
-    port = free_port_pair()
+    port = free_port(pair=True)  # the broker's listener, and its controller's on the next port
     kafka_settings = KafkaSettings(bootstrap=f"127.0.0.1:{port}", topic="outage.events")
     own = Stack(StackSettings(root=tmp_path / "stack", kafka=kafka_settings, clickhouse=ClickHouseSettings(port=1)))
     own.kafka.start()
