@@ -112,7 +112,8 @@ class KafkaServer:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
-            self._java(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config)),
+            # One argument with "=": a random id can start with "-", which would read as an option.
+            self._java(STORAGE_TOOL, "format", f"--cluster-id={cluster_id}", "-c", str(config)),
             check=True,
             stdout=subprocess.DEVNULL,
         )
