@@ -182,18 +182,8 @@ class SoakStack:
                 child.unlink()
 
     def env(self, **extra: str) -> dict[str, str]:
-        s = self.stack.settings
         return {
-            **os.environ,
-            "TALLY_STACK_DIR": str(s.root),
-            "TALLY_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
-            "TALLY_EVENTS_TOPIC": s.kafka.topic,
-            "TALLY_EVENTS_PARTITIONS": str(s.partitions),
-            "TALLY_CLICKHOUSE_HOST": s.clickhouse.host,
-            "TALLY_CLICKHOUSE_PORT": str(s.clickhouse.port),
-            "TALLY_CLICKHOUSE_DATABASE": s.clickhouse.database,
-            "TALLY_INGEST_HOST": s.ingest_host,
-            "TALLY_INGEST_PORT": str(s.ingest_port),
+            **self.stack.service_env(),
             "TALLY_WORKER_APP_ID": self.app_id,
             "TALLY_WORKER_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
             "TALLY_DAY_TZ": self.settings.day_tz,

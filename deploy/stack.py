@@ -111,7 +111,7 @@ class Stack:
     def start_ingest(self) -> bool:
         if self.ingest.pid() is not None:
             return False
-        self.ingest.start([tally_command(), "ingest"], env=self._service_env())
+        self.ingest.start([tally_command(), "ingest"], env=self.service_env())
         self.ingest.wait_until(self._ingest_ready, 60, "ready")
         return True
 
@@ -120,7 +120,7 @@ class Stack:
         if worker.pid() is not None:
             return False
         seen = worker.log_size()
-        worker.start([tally_command(), "worker", "--id", worker_id], env=self._service_env())
+        worker.start([tally_command(), "worker", "--id", worker_id], env=self.service_env())
         worker.wait_until(lambda: WORKER_READY in worker.log_since(seen), 120, "ready")
         return True
 
@@ -168,7 +168,8 @@ class Stack:
 
     # -- helpers --------------------------------------------------------------
 
-    def _service_env(self) -> dict[str, str]:
+    def service_env(self) -> dict[str, str]:
+        """The environment ``tally ingest`` and ``tally worker`` run with on this stack."""
         s = self.settings
         return {
             **os.environ,

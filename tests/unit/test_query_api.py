@@ -388,7 +388,7 @@ def test_route_groups_setting_is_checked(value: str) -> None:
 def test_the_local_stack_keeps_get_stats_public_and_has_a_dev_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TALLY_READ_TOKENS", raising=False)
     monkeypatch.delenv("TALLY_PUBLIC_GET_STATS", raising=False)
-    settings = IngestSettings.from_env(Stack(StackSettings())._service_env())
+    settings = IngestSettings.from_env(Stack(StackSettings()).service_env())
     assert settings.query.public_get_stats is True
     assert settings.query.read_tokens == (DEV_READ_TOKEN,)
 
