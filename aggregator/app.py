@@ -9,6 +9,14 @@ by partition:
 3. rollup   (aggregator.rollup)  changed counters remembered as absolute rows
 4. write    (aggregator.write)   every ``flush_interval_s`` and at shutdown, into ClickHouse
 
+A batch is acknowledged to Faust -- and so may have its offsets committed --
+only once Kafka has confirmed every changelog record it wrote
+(``ConfirmedTable.confirmed``). Faust's own flush before a commit gives up
+after 0.1 s without progress and cannot see records still being handed to
+the producer, so relying on it lost events when a broker was slow or a
+worker left the group (the offsets were committed, the records never
+arrived).
+
 Around them: after each rebalance the counters of recent days are marked for
 rewriting (a crash may have come between the changelog and the ClickHouse
 write; writes are idempotent, so rewriting is always safe); counters of
@@ -18,7 +26,9 @@ closed days are deleted from the table; ``/metrics``, ``/healthz`` and
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -69,6 +79,66 @@ def acting_for(event: EventT[Any]) -> Iterator[None]:
         _current_event.reset(token)
 
 
+CHANGELOG_WAIT_LOG_S = 10.0
+EXIT_CHANGELOG_REFUSED = 75
+"""Exit status of a worker whose changelog record Kafka refused (EX_TEMPFAIL): restart it."""
+
+
+class ConfirmedTable(faust.Table[str, Any]):
+    """A Faust table that keeps its changelog records' futures until Kafka confirms them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unconfirmed: list[asyncio.Future[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().send_changelog(*args, **kwargs)
+        self._unconfirmed.append(future)
+        return future
+
+    async def confirmed(self) -> None:
+        """Return once Kafka holds every changelog record sent so far (acks from all in-sync replicas).
+
+        Waits as long as Kafka is away, saying so every few seconds. If Kafka
+        refuses a record, the counts in memory are ahead of what a successor
+        could restore, and nothing may be acknowledged after them: the process
+        ends at once -- as a ``kill -9`` would, which recovery is built for --
+        rather than stopping gracefully (a graceful stop commits offsets).
+        """
+        pending, self._unconfirmed = self._unconfirmed, []
+        waited = 0.0
+        while pending:
+            done, still = await asyncio.wait(pending, timeout=CHANGELOG_WAIT_LOG_S)
+            for future in done:
+                if future.exception() is not None:
+                    log.critical(
+                        "Kafka refused a changelog record of table %s (%r): ending the worker now so that no "
+                        "offset past it is committed; a restart resumes from what Kafka holds",
+                        self.name,
+                        future.exception(),
+                    )
+                    os._exit(EXIT_CHANGELOG_REFUSED)
+            pending = list(still)
+            if pending:
+                waited += CHANGELOG_WAIT_LOG_S
+                log.warning("waited %.0f s for Kafka to confirm %d changelog records", waited, len(pending))
+
+
+async def confirm_before_ack(table: ConfirmedTable) -> None:
+    """Wait for ``table``'s changelog, even when the agent is cancelled meanwhile.
+
+    Faust acknowledges a taken batch when the agent's loop moves on *or is
+    cancelled* (a rebalance, a shutdown), so a cancellation must not cut the
+    wait short.
+    """
+    waiting = asyncio.ensure_future(table.confirmed())
+    try:
+        await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        await waiting
+        raise
+
+
 class FaustCountTable:
     """A CountTable on a Faust table (memory or RocksDB store, with a changelog topic)."""
 
@@ -99,6 +169,8 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{hostport}" for hostport in settings.kafka.bootstrap.split(",")],
+        # Named for the app in the broker's logs, metrics and quotas (Faust's default names its version).
+        broker_client_id=settings.app_id,
         store=settings.store,
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
@@ -125,12 +197,15 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         partitions=settings.partitions,
         internal=False,
     )
-    table = app.Table(
-        "counts",
+    table = ConfirmedTable(
+        app,
+        name="counts",
         default=None,
+        beacon=app.tables.beacon,
         partitions=settings.partitions,
         help="counters: window:label:category:dom_id -> [count, last offset, partition] (JSON)",
     )
+    app.tables.add(table)
     counts = FaustCountTable(table)
     metrics = WorkerMetrics()
     windows = Windows(settings.day_tz)
@@ -181,6 +256,7 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
             for partition, partition_events in by_partition(batch).items():
                 with acting_for(partition_events[-1]):
                     count_partition(partition, partition_events)
+            await confirm_before_ack(table)
 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:

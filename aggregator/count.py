@@ -14,9 +14,10 @@ both reach the changelog in one record. After a crash, Faust restores the
 table from the changelog and resumes from the last committed offset, which
 may be behind: events at or below a counter's stored offset are then already
 in its count and are skipped -- as are events delivered twice in one batch,
-which a consumer seeking back during a rebalance can do. Faust flushes the
-changelog before it commits source offsets, so the table is never behind the
-commit.
+which a consumer seeking back during a rebalance can do. A batch's offsets
+are acknowledged to Faust only after Kafka confirmed its changelog records
+(``aggregator.app.ConfirmedTable``), so the table restored from the
+changelog is never behind the committed offset.
 
 Windows stay open for ``window_days``; an event for an older day is refused
 (counted as late, never silently): its counter may already have expired from

@@ -36,7 +36,6 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -52,6 +51,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bench.soak_load import PROBE_LABEL, Load, LoadSettings, Outcomes, boundary_for
+from bench.soak_report import RECOVERY_LIMIT_S, RECOVERY_PROBE_S
+from deploy.ports import free_port
 from deploy.processes import Managed
 from deploy.stack import CHECKOUT, WORKER_READY, Stack, StackSettings, tally_command
 from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
@@ -119,22 +120,6 @@ class Run:
     notes: list[str] = field(default_factory=list)
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-
-def free_port(pair: bool = False) -> int:
-    """A free loopback port (and, with ``pair``, the one after it free too: Kafka's controller)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if not pair:
-            return port
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
 
 
 class SoakStack:
@@ -325,8 +310,6 @@ class Soak:
     def inject(self) -> None:
         """The faults, one after the other, spread over the run."""
         s = self.settings
-        # Kafka's restart before ingest's: ingest's producer may not recover from it (README, known bugs),
-        # and the restart of ingest that follows is what an operator would then do.
         faults: list[Callable[[], None]] = [self.kill_worker, self.stop_clickhouse, self.restart_kafka,
                                             self.restart_ingest]  # fmt: skip
         start = self.run.started
@@ -338,7 +321,8 @@ class Soak:
                 if self.done.wait(max(at - time.time(), 0)):
                     return
                 inject()
-                free_at = time.time() + s.window_s
+                # Time to see the recovery, and the window after it, before the next fault.
+                free_at = time.time() + max(s.window_s, RECOVERY_LIMIT_S + RECOVERY_PROBE_S)
             self.done.wait(max(free_at - time.time(), 0))
         except Exception as exc:  # a fault that could not be carried out ends the run, reported
             self.run.notes.append(f"fault injection failed: {exc!r}")

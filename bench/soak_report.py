@@ -52,6 +52,12 @@ class Reconciliation:
 
 
 RECOVERED_SHARE = 0.5
+RECOVERY_LIMIT_S = 15.0
+"""How soon after a fault is over (the service ready again) 2xx events must be back to RECOVERED_SHARE of
+before it. Ingest's producer sheds what it held through a Kafka outage within its delivery timeout (5 s),
+and a request waits for its acks up to 6 s: so a few seconds, on a loaded machine more."""
+RECOVERY_PROBE_S = 2.0
+"""The span over which the 2xx rate is measured when looking for the recovery."""
 """After a fault, the 2xx events/s of the 'after' window must be at least this share of the 'before' window's."""
 
 
@@ -271,6 +277,17 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
+def recovery_time(run: Run, records: Sequence[Record], ready_at: float, rate: float) -> float | None:
+    """Seconds from ``ready_at`` until 2xx events/s reach ``rate`` again; None if not within the limit."""
+    waited = 0.0
+    while waited <= RECOVERY_LIMIT_S:
+        start = ready_at + waited
+        if window_figures(run, records, start, start + RECOVERY_PROBE_S)["events_s"] >= rate:
+            return waited
+        waited += 0.5
+    return None
+
+
 def window_figures(run: Run, records: Sequence[Record], start: float, end: float) -> dict[str, float]:
     inside = [r for r in records if start <= r.due < end]
     seconds = max(end - start, 1e-9)
@@ -349,8 +366,18 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
     for fault in run.faults:
         before = window_figures(run, records, fault.started - s.window_s, fault.started)["events_s"]
         after = window_figures(run, records, fault.recovered, fault.recovered + s.window_s)["events_s"]
+        back = recovery_time(run, records, fault.recovered, RECOVERED_SHARE * before)
         recovery.append(
-            (fault.name, after >= RECOVERED_SHARE * before, f"{before:,.0f} events/s before, {after:,.0f} after")
+            (
+                fault.name,
+                back is not None,
+                f"{before:,.0f} events/s before, {after:,.0f} in the {s.window_s:.0f} s after; "
+                + (
+                    f"back {back:.1f} s after it was ready"
+                    if back is not None
+                    else f"not back {RECOVERY_LIMIT_S:.0f} s after it was ready"
+                ),
+            )
         )
         marks = ", ".join(f"{k} +{v - fault.started:.1f} s" for k, v in fault.marks.items())
         lines.append(f"  {fault.name} at +{fault.started - t0:.0f} s ({marks})")
@@ -365,7 +392,10 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
                 f"{f['s503']:>6.1f} {f['s0']:>6.1f} {f['p50_ms']:>7.1f} {f['p99_ms']:>8.1f} "
                 f"{f['fresh_p50']:>9.2f} {f['fresh_p99']:>6.2f} {f['fresh_max']:>6.2f}"
             )
-    lines.append(f"  Recovery (2xx events/s after >= {RECOVERED_SHARE:.0%} of before):")
+    lines.append(
+        f"  Recovery (2xx events/s over {RECOVERY_PROBE_S:.0f} s back to >= {RECOVERED_SHARE:.0%} of before, "
+        f"within {RECOVERY_LIMIT_S:.0f} s of the service being ready again):"
+    )
     lines += [f"  [{'ok' if ok else 'FAIL'}] {name}: {detail}" for name, ok, detail in recovery]
     recovered = all(ok for _, ok, _ in recovery)
     lines += [

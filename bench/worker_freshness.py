@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.worker_load import Key, counter_keys, zipf_picker
-from bench.worker_runs import PARTITIONS, Bench, daily_totals, differences, free_port, metric, pinned
+from bench.worker_runs import PARTITIONS, Bench, daily_totals, differences, metric, pinned
+from deploy.ports import free_port
 from deploy.processes import Managed
 from deploy.stack import WORKER_READY, tally_command
 from schema.event import LabelEvent

@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.worker_load import Backlog, Key, topic_size
 from deploy.kafka import delete_topics, ensure_topic
+from deploy.ports import free_port
 from deploy.processes import Managed
 from deploy.stack import Stack, StackSettings, tally_command
 from schema import migrations
@@ -49,15 +50,6 @@ def cpu_seconds(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

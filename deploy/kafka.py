@@ -20,6 +20,7 @@ from deploy.processes import Managed
 HERE = Path(__file__).parent / "kafka"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
+CONFIG_TOOL = "kafka.admin.ConfigCommand"
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,29 @@ class KafkaServer:
             main,
             *args,
         ]
+
+    def set_producer_quota(self, client_id: str, bytes_per_s: int | None) -> None:
+        """Throttle what clients named ``client_id`` may produce (None lifts it): a slow broker, on demand."""
+        change = (
+            ["--add-config", f"producer_byte_rate={bytes_per_s}"]
+            if bytes_per_s
+            else ["--delete-config", "producer_byte_rate"]
+        )
+        subprocess.run(
+            self._java(
+                CONFIG_TOOL,
+                "--bootstrap-server",
+                self.bootstrap,
+                "--alter",
+                *change,
+                "--entity-type",
+                "clients",
+                "--entity-name",
+                client_id,
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def format_storage(self, config: Path) -> None:
         if (self.data_dir / "meta.properties").exists():

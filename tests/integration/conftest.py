@@ -9,7 +9,6 @@ its own topic, consumer group and database.
 from __future__ import annotations
 
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from deploy.kafka import delete_topics, ensure_topic
+from deploy.ports import free_port
 from deploy.processes import Managed
 from deploy.stack import WORKER_READY, Stack, StackSettings, tally_command
 from schema import migrations
@@ -82,13 +82,6 @@ def eventually(check: Callable[[], T], timeout_s: float = 30.0, interval_s: floa
         value = check()
     assert value, f"still {value!r} after {timeout_s}s"
     return value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

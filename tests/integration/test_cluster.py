@@ -29,11 +29,12 @@ from aggregator.write import ClickHouseWriter, RollupRow
 from deploy import dashboards
 from deploy.clickhouse import HERE as CLICKHOUSE_CONFIG
 from deploy.clickhouse import server_binary
+from deploy.ports import free_port
 from deploy.processes import Managed
 from deploy.stack import Stack, tally_command
 from schema.settings import ClickHouseSettings, clickhouse_client
 from tests.dashboard_cases import EXPECTED, FRESHNESS, VARIABLE_CASES, Case, fixed_range, known_events, normalized
-from tests.integration.conftest import eventually, free_port
+from tests.integration.conftest import eventually
 
 pytestmark = [pytest.mark.clickhouse]
 

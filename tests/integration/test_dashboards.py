@@ -27,6 +27,7 @@ import yaml
 
 from deploy import dashboards
 from deploy.kafka import delete_topics, ensure_topic
+from deploy.ports import free_port
 from deploy.stack import Stack
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
@@ -40,7 +41,7 @@ from tests.dashboard_cases import (
     known_events,
     normalized,
 )
-from tests.integration.conftest import PARTITIONS, Services, eventually, free_port
+from tests.integration.conftest import PARTITIONS, Services, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 

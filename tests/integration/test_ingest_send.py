@@ -13,6 +13,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from starlette.testclient import TestClient
 
+from deploy.ports import free_port
 from deploy.stack import Stack
 from ingest.app import create_app
 from ingest.guard import OVERFLOW_LABEL
@@ -20,7 +21,7 @@ from ingest.settings import IngestSettings
 from ingest.validate import Limits
 from schema.event import decode
 from schema.settings import KafkaSettings
-from tests.integration.conftest import PARTITIONS, free_port
+from tests.integration.conftest import PARTITIONS
 
 pytestmark = pytest.mark.kafka
 

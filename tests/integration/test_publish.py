@@ -7,13 +7,13 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from starlette.testclient import TestClient
 
+from deploy.ports import free_port
 from deploy.stack import Stack
 from ingest.app import create_app
 from ingest.publish import KafkaPublisher, PublishSettings
 from ingest.settings import IngestSettings
 from schema.event import LabelEvent, decode
 from schema.settings import KafkaSettings
-from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.kafka
 

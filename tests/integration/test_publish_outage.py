@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from bench.soak import free_port
 from deploy.kafka import ensure_topic
+from deploy.ports import free_port
 from deploy.stack import Stack, StackSettings
 from ingest.app import create_app
 from ingest.settings import IngestSettings

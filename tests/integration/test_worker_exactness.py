@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from deploy.clickhouse import ClickHouseServer
+from deploy.ports import free_port
 from deploy.processes import Managed
 from ingest.publish import KafkaPublisher, PublishSettings
 from schema import migrations
 from schema.event import LabelEvent
 from schema.settings import ClickHouseSettings, clickhouse_client
-from tests.integration.conftest import RECOVERY_HANG, Services, daily_stats, eventually, free_port
+from tests.integration.conftest import RECOVERY_HANG, Services, daily_stats, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -128,6 +129,29 @@ def test_exact_through_repeated_kill_9(services: Services) -> None:
             worker = services.start_worker()
         time.sleep(2)
     assert sum(load.sent.values()) > 1000
+    assert_exact(services, load.sent)
+
+
+def test_exact_through_kill_9_while_kafka_is_slow_to_take_the_changelog(services: Services) -> None:
+    """Offsets are committed only for events whose counts Kafka already holds.
+
+    A producer quota on the worker's client id makes the broker slow to take
+    its changelog records (as a loaded broker is) while the consumer's commits
+    go through: a worker that commits ahead of its changelog loses events at
+    the kill -9.
+    """
+    kafka = services.stack.kafka
+    worker = services.start_worker()
+    with Load(services, seed=11).running() as load:
+        time.sleep(2)
+        kafka.set_producer_quota(services.app_id, 2_000)
+        try:
+            time.sleep(8)
+            worker.kill()
+        finally:
+            kafka.set_producer_quota(services.app_id, None)
+        worker = services.start_worker()
+        time.sleep(2)
     assert_exact(services, load.sent)
 
 
