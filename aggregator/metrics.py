@@ -62,6 +62,11 @@ class WorkerMetrics:
         )
         for reason in Drop:
             self.events_dropped.labels(reason.value)
+        self.recoveries_restarted = Counter(
+            "tally_worker_recoveries_restarted",
+            "Changelog partitions whose restore delivered nothing for a while and was restarted",
+            registry=r,
+        )
         self.day_events = Gauge(
             "tally_worker_day_events",
             "Events counted into each open day, over the partitions this worker owns (from its table)",

@@ -167,7 +167,8 @@ def test_exact_through_a_restart_right_after_kill_9(services: Services) -> None:
     assert_exact(services, load.sent)
 
 
-@pytest.mark.parametrize("store", [pytest.param("memory://", marks=RECOVERY_HANG), "rocksdb://"])
+@RECOVERY_HANG
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_exact_while_workers_join_and_leave(services: Services, store: str) -> None:
     services.start_worker("1", TALLY_WORKER_STORE=store)
     with Load(services, seed=2).running() as load:

@@ -1,14 +1,18 @@
-"""A batch is acknowledged (its offsets may be committed) only once Kafka holds its changelog records."""
+"""A batch is acknowledged (its offsets may be committed) only once Kafka holds its changelog records;
+a restore of the changelog that stops delivering is restarted."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from types import SimpleNamespace
 
 import faust
 import pytest
+from faust.types import TP
 
 from aggregator import app as worker_app
-from aggregator.app import ConfirmedTable, confirm_before_ack
+from aggregator.app import ConfirmedTable, confirm_before_ack, restart_stalled_recovery
 
 
 def table() -> ConfirmedTable:
@@ -80,3 +84,39 @@ async def _cancelled_agent_waits() -> None:
     with pytest.raises(asyncio.CancelledError):
         await agent
     assert changelog.waits_done == 1
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.resumed: set[TP] = set()
+        self.seeks: dict[TP, int] = {}
+
+    def resume_partitions(self, tps: dict[TP, int]) -> None:
+        self.resumed.update(tps)
+
+    async def seek_wait(self, offsets: dict[TP, int]) -> None:
+        self.seeks.update(offsets)
+
+
+def test_a_stalled_restore_is_restarted_where_it_stands() -> None:
+    """Only active changelog partitions with records to restore and nothing delivered for a while."""
+    stuck, progressing, done, unknown = (TP("app-counts-changelog", n) for n in (2, 0, 3, 4))
+    now = time.monotonic()
+    recovery = SimpleNamespace(
+        in_recovery=True,
+        _recovery_started_at=now - 60,
+        _active_events_received_at={progressing: now - 1},
+        active_offsets={stuck: -1, progressing: 40, done: 106, unknown: -1},
+        active_highwaters={stuck: 233, progressing: 107, done: 106, unknown: None},
+    )
+    consumer = FakeConsumer()
+    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery), consumer=consumer)
+
+    restarted = asyncio.run(restart_stalled_recovery(app, stalled_after_s=15))  # type: ignore[arg-type]
+
+    assert restarted == [stuck]
+    assert consumer.resumed == {stuck} and consumer.seeks == {stuck: 0}
+    assert asyncio.run(restart_stalled_recovery(app, stalled_after_s=15)) == []  # given its own time again  # type: ignore[arg-type]
+    recovery.in_recovery = False
+    recovery._active_events_received_at = {}
+    assert asyncio.run(restart_stalled_recovery(app, stalled_after_s=15)) == []  # type: ignore[arg-type]
