@@ -31,13 +31,14 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import faust
 from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT, TableT
 
 from aggregator.count import (
@@ -182,6 +183,57 @@ async def restart_stalled_recovery(app: faust.App, stalled_after_s: float = RECO
     return sorted(stalled)
 
 
+class CountedConsumer(faust_aiokafka.Consumer):
+    """Faust's consumer, never committing an events partition past what the worker counted.
+
+    Faust's stream acknowledges an event it skips because it arrived while a
+    rebalance had stopped the flow, or was fetched in an older generation
+    ("we want to ack the filtered out message, otherwise the lag would
+    increase"): the next commit then covers events nobody counted. Found in
+    the rebalance tests: a partition's next generation started 29 offsets past
+    the last event its worker had counted, and those events were never
+    counted. The commit of an events partition is capped at the offset after
+    the last event counted and confirmed in this generation
+    (``CountingApp.confirmed_next``). Not covered: an event skipped at the
+    start of a generation, before any is counted (README, known limits).
+    """
+
+    def _new_offset(self, tp: TP) -> int | None:
+        app = cast(CountingApp, self.app)
+        return commit_cap(super()._new_offset(tp), tp, app.counted_topic, app.confirmed_next)
+
+
+def commit_cap(offset: int | None, tp: TP, counted_topic: str, confirmed_next: Mapping[int, int]) -> int | None:
+    """The offset to commit for ``tp``: Faust's (from its acks), but not past the counts Kafka confirmed."""
+    if offset is None or tp.topic != counted_topic:
+        return offset
+    confirmed = confirmed_next.get(tp.partition)
+    if confirmed is None:
+        return None  # nothing counted here in this generation: whatever was acked was skipped
+    return min(offset, confirmed)
+
+
+class CountingTransport(faust_aiokafka.Transport):
+    Consumer: ClassVar[type[faust_aiokafka.Consumer]] = CountedConsumer
+
+
+class CountingApp(faust.App):
+    """A Faust app whose consumer commits no further than the counts Kafka holds (``CountedConsumer``)."""
+
+    def __init__(self, *args: Any, counted_topic: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counted_topic = counted_topic
+        self.confirmed_next: dict[int, int] = {}
+        """Per events partition, this generation: the offset after the last event counted and confirmed."""
+
+    def forget_positions(self) -> None:
+        """A new generation: partitions start again from their committed offsets."""
+        self.confirmed_next.clear()
+
+    def _new_transport(self) -> CountingTransport:
+        return CountingTransport(self.conf.broker_consumer, self)
+
+
 class FaustCountTable:
     """A CountTable on a Faust table (memory or RocksDB store, with a changelog topic)."""
 
@@ -208,9 +260,10 @@ def by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
     return parts
 
 
-def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> faust.App:
-    app = faust.App(
+def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> CountingApp:
+    app = CountingApp(
         settings.app_id,
+        counted_topic=settings.kafka.topic,
         broker=[f"kafka://{hostport}" for hostport in settings.kafka.bootstrap.split(",")],
         # Named for the app in the broker's logs, metrics and quotas (Faust's default names its version).
         broker_client_id=settings.app_id,
@@ -296,10 +349,13 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     @app.agent(events, name="count")
     async def count(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            for partition, partition_events in by_partition(batch).items():
+            parts = by_partition(batch)
+            for partition, partition_events in parts.items():
                 with acting_for(partition_events[-1]):
                     count_partition(partition, partition_events)
             await confirm_before_ack(table)
+            for partition, partition_events in parts.items():
+                app.confirmed_next[partition] = partition_events[-1].message.offset + 1
 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:
@@ -318,6 +374,7 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         recent = since(counts.items(), open_from(), settings.day_tz)
         rollup.mark(recent)
         positions.clear()
+        app.forget_positions()
         log.info("rebalance complete: %d counters of open days marked for rewrite", len(recent))
 
     @app.on_before_shutdown.connect

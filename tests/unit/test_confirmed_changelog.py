@@ -12,7 +12,7 @@ import pytest
 from faust.types import TP
 
 from aggregator import app as worker_app
-from aggregator.app import ConfirmedTable, confirm_before_ack, restart_stalled_recovery
+from aggregator.app import ConfirmedTable, commit_cap, confirm_before_ack, restart_stalled_recovery
 
 
 def table() -> ConfirmedTable:
@@ -120,3 +120,14 @@ def test_a_stalled_restore_is_restarted_where_it_stands() -> None:
     recovery.in_recovery = False
     recovery._active_events_received_at = {}
     assert asyncio.run(restart_stalled_recovery(app, stalled_after_s=15)) == []  # type: ignore[arg-type]
+
+
+def test_commits_never_pass_the_counts_kafka_confirmed() -> None:
+    """Faust acks events its stream skipped during a rebalance; the commit must not cover them."""
+    events, changelog = TP("events", 5), TP("app-counts-changelog", 5)
+    confirmed = {5: 6669}
+    assert commit_cap(6698, events, "events", confirmed) == 6669  # 6669..6697 acked by Faust, never counted
+    assert commit_cap(6600, events, "events", confirmed) == 6600  # behind the counts: as Faust says
+    assert commit_cap(None, events, "events", confirmed) is None
+    assert commit_cap(12, TP("events", 4), "events", confirmed) is None  # nothing counted in partition 4
+    assert commit_cap(6698, changelog, "events", confirmed) == 6698  # other topics: Faust's own
