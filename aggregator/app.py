@@ -226,10 +226,6 @@ class CountingApp(faust.App):
         self.confirmed_next: dict[int, int] = {}
         """Per events partition, this generation: the offset after the last event counted and confirmed."""
 
-    def forget_positions(self) -> None:
-        """A new generation: partitions start again from their committed offsets."""
-        self.confirmed_next.clear()
-
     def _new_transport(self) -> CountingTransport:
         return CountingTransport(self.conf.broker_consumer, self)
 
@@ -306,7 +302,6 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     metrics = WorkerMetrics()
     windows = Windows(settings.day_tz)
     rollup = Rollup(writer or ClickHouseWriter(settings.clickhouse), settings.day_tz, metrics)
-    positions: dict[int, int] = {}
     swept_at: dict[int, float] = {}
 
     def open_from() -> Any:
@@ -317,7 +312,6 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         messages = (Message(partition, e.message.offset, e.message.value or b"") for e in events)
         result = count_batch(counts, decode_messages(messages, dropped), windows, open_from())
         rollup.mark(result.changed)
-        positions[partition] = events[-1].message.offset
         metrics.events_counted.inc(result.counted)
         metrics.events_skipped.inc(result.skipped)
         metrics.events_dropped.labels(Drop.UNDECODABLE.value).inc(len(dropped))
@@ -366,15 +360,15 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         await rollup.flush()
         for tp in _assigned(app, settings.kafka.topic):
             highwater = app.consumer.highwater(tp)  # None until the fetcher has seen the partition
-            if highwater is not None and tp.partition in positions:
-                metrics.consumer_lag.labels(str(tp.partition)).set(max(highwater - positions[tp.partition] - 1, 0))
+            counted_next = app.confirmed_next.get(tp.partition)
+            if highwater is not None and counted_next is not None:
+                metrics.consumer_lag.labels(str(tp.partition)).set(max(highwater - counted_next, 0))
 
     @app.on_rebalance_complete.connect
     async def rewrite_recent(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         recent = since(counts.items(), open_from(), settings.day_tz)
         rollup.mark(recent)
-        positions.clear()
-        app.forget_positions()
+        app.confirmed_next.clear()  # a new generation: partitions start again from their committed offsets
         log.info("rebalance complete: %d counters of open days marked for rewrite", len(recent))
 
     @app.on_before_shutdown.connect

@@ -53,7 +53,7 @@ from zoneinfo import ZoneInfo
 from bench.soak_load import PROBE_LABEL, Load, LoadSettings, Outcomes, boundary_for
 from bench.soak_report import RECOVERY_LIMIT_S, RECOVERY_PROBE_S
 from deploy.ports import free_port
-from deploy.processes import Managed
+from deploy.processes import Managed, http_status
 from deploy.stack import CHECKOUT, WORKER_READY, Stack, StackSettings, tally_command
 from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
 
@@ -227,16 +227,6 @@ class SoakStack:
         with urllib.request.urlopen(f"{self.ingest_url}/metrics", timeout=5) as response:
             text: str = response.read().decode()
             return text
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 class Soak:

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,17 @@ from pathlib import Path
 # Processes this process started: kept so they are reaped (not left as
 # zombies, nor warned about as "still running" when garbage-collected).
 _children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def http_status(url: str, timeout_s: float = 2) -> int:
+    """The status a service answers ``url`` with; 0 if it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 class StartFailed(RuntimeError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from starlette.config import Config
 
 from deploy.clickhouse import ClickHouseServer
 from deploy.kafka import KafkaServer, ensure_topic
-from deploy.processes import Managed
+from deploy.processes import Managed, http_status
 from schema import migrations
 from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
 
@@ -191,11 +190,7 @@ class Stack:
         return os.environ.get("TALLY_READ_TOKENS") or DEV_READ_TOKEN
 
     def _ingest_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.ingest_url}/readyz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return http_status(f"{self.ingest_url}/readyz") == 200
 
 
 def worker_web_port(worker_id: str) -> int:

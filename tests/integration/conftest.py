@@ -20,7 +20,7 @@ import pytest
 
 from deploy.kafka import delete_topics, ensure_topic
 from deploy.ports import free_port
-from deploy.processes import Managed
+from deploy.processes import Managed, http_status
 from deploy.stack import WORKER_READY, Stack, StackSettings, tally_command
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
@@ -126,7 +126,7 @@ class Services:
     def start_ingest(self, **env: str) -> Managed:
         ingest = self.process("ingest")
         ingest.start([tally_command(), "ingest"], env=self.env(**env))
-        ingest.wait_until(lambda: _status(f"{self.ingest_url}/readyz") == 200, 60, "ready")
+        ingest.wait_until(lambda: http_status(f"{self.ingest_url}/readyz") == 200, 60, "ready")
         return ingest
 
     def start_worker(self, worker_id: str = "1", **env: str) -> Managed:
@@ -161,16 +161,3 @@ def daily_stats(settings: ClickHouseSettings) -> dict[tuple[str, str, str], int]
             "SELECT label, category, dom_id, sum(counter) FROM daily_stats GROUP BY label, category, dom_id"
         )
     return {(label, category, dom_id): counter for label, category, dom_id, counter in rows}
-
-
-def _status(url: str) -> int:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
