@@ -3,6 +3,7 @@
 Phases, for every batch of messages taken from the events topic, partition
 by partition:
 
+0. complete (aggregator.gaps)    holes in what Faust delivered read again from Kafka
 1. decode   (aggregator.decode)  bytes -> positioned LabelEvents; junk dropped, counted, logged
 2. count    (aggregator.count)   daily and hourly counters, one table update per changed counter,
                                  exactly once; events for closed days refused as late
@@ -51,6 +52,7 @@ from aggregator.count import (
     since,
 )
 from aggregator.decode import Message, decode_messages
+from aggregator.gaps import GapReader, complete
 from aggregator.metrics import Drop, WorkerMetrics, day_totals
 from aggregator.rollup import Rollup
 from aggregator.settings import WorkerSettings
@@ -194,8 +196,8 @@ class CountedConsumer(faust_aiokafka.Consumer):
     the last event its worker had counted, and those events were never
     counted. The commit of an events partition is capped at the offset after
     the last event counted and confirmed in this generation
-    (``CountingApp.confirmed_next``). Not covered: an event skipped at the
-    start of a generation, before any is counted (README, known limits).
+    (``CountingApp.confirmed_next``): the table's own position, counted and
+    confirmed. The skipped events themselves are read again (``aggregator.gaps``).
     """
 
     def _new_offset(self, tp: TP) -> int | None:
@@ -246,7 +248,24 @@ class FaustCountTable:
         del self._table[key]
 
     def items(self) -> list[tuple[str, Tally]]:
-        return [(key, tally) for key, value in list(self._table.items()) if (tally := as_tally(value))]
+        return [
+            (key, tally)
+            for key, value in list(self._table.items())
+            if not key.startswith(THROUGH_PREFIX) and (tally := as_tally(value))
+        ]
+
+    def through(self, partition: int) -> int | None:
+        """The last offset of events ``partition`` counted into this table (``aggregator.gaps``)."""
+        value = self._table.get(f"{THROUGH_PREFIX}{partition}")
+        return None if value is None else int(value)
+
+    def set_through(self, partition: int, offset: int) -> None:
+        """Record it, after the counters: the changelog keeps their order within a partition."""
+        self._table[f"{THROUGH_PREFIX}{partition}"] = offset
+
+
+THROUGH_PREFIX = "through:"
+"""Keys of the table's per-partition position (counter keys start with a window, ``d`` or ``h``)."""
 
 
 def by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
@@ -307,9 +326,8 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     def open_from() -> Any:
         return first_open_day(datetime.now(settings.day_tz), settings.window_days)
 
-    def count_partition(partition: int, events: list[EventT[Any]]) -> None:
+    def count_partition(partition: int, messages: list[Message]) -> None:
         dropped: list[Message] = []
-        messages = (Message(partition, e.message.offset, e.message.value or b"") for e in events)
         result = count_batch(counts, decode_messages(messages, dropped), windows, open_from())
         rollup.mark(result.changed)
         metrics.events_counted.inc(result.counted)
@@ -340,16 +358,32 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         if doomed:
             log.info("expired %d counters of closed days from partition %d", len(doomed), partition)
 
+    gaps = GapReader(settings.kafka.bootstrap, settings.kafka.topic, settings.app_id, f"{settings.app_id}-gaps")
+
+    async def complete_partition(partition: int, events: list[EventT[Any]]) -> tuple[list[Message], int]:
+        """The partition's messages to count (holes read again from Kafka) and its new ``through``."""
+        with acting_for(events[-1]):
+            through = counts.through(partition)
+        if through is None:
+            through = await gaps.start_of(partition) - 1
+        delivered = [Message(partition, e.message.offset, e.message.value or b"") for e in events]
+        messages, missed = await complete(gaps, partition, through, delivered)
+        metrics.events_reread.inc(missed)
+        return messages, max([through, *(m.offset for m in delivered), *(m.offset for m in messages)])
+
     @app.agent(events, name="count")
     async def count(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             parts = by_partition(batch)
-            for partition, partition_events in parts.items():
-                with acting_for(partition_events[-1]):
-                    count_partition(partition, partition_events)
+            # Reading holes awaits Kafka; counting (no await) is all or nothing for the batch.
+            completed = {partition: await complete_partition(partition, es) for partition, es in parts.items()}
+            for partition, (messages, through) in completed.items():
+                with acting_for(parts[partition][-1]):
+                    count_partition(partition, messages)
+                    counts.set_through(partition, through)
             await confirm_before_ack(table)
-            for partition, partition_events in parts.items():
-                app.confirmed_next[partition] = partition_events[-1].message.offset + 1
+            for partition, (_, through) in completed.items():
+                app.confirmed_next[partition] = through + 1
 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:
@@ -373,6 +407,7 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
 
     @app.on_before_shutdown.connect
     async def final_flush(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await gaps.close()
         written = await rollup.flush(force=True)
         log.info("shutdown: wrote %d pending counters", written)
 

@@ -62,6 +62,11 @@ class WorkerMetrics:
         )
         for reason in Drop:
             self.events_dropped.labels(reason.value)
+        self.events_reread = Counter(
+            "tally_worker_events_reread",
+            "Events Faust's stream skipped, read again from Kafka and counted (aggregator.gaps)",
+            registry=r,
+        )
         self.recoveries_restarted = Counter(
             "tally_worker_recoveries_restarted",
             "Changelog partitions whose restore delivered nothing for a while and was restarted",
