@@ -1,9 +1,9 @@
 """The Faust app, assembled in one place.
 
-Phases, for every batch of messages taken from the events topic, partition
-by partition:
+Phases, for every batch of records the consumer hands over (aggregator.consume:
+the events topic is read in batches off Faust's fetch loop), partition by partition:
 
-0. complete (aggregator.gaps)    holes in what Faust delivered read again from Kafka
+0. complete (aggregator.gaps)    holes in what was delivered read again from Kafka
 1. decode   (aggregator.decode)  bytes -> positioned LabelEvents; junk dropped, counted, logged
 2. count    (aggregator.count)   daily and hourly counters, one table update per changed counter,
                                  exactly once; events for closed days refused as late
@@ -11,7 +11,8 @@ by partition:
 4. write    (aggregator.write)   every ``flush_interval_s`` and at shutdown, into ClickHouse
 
 A batch is acknowledged to Faust -- and so may have its offsets committed --
-only once Kafka has confirmed every changelog record it wrote
+only once Kafka has confirmed every changelog record it wrote, the table's
+position in the partition (``through``) included
 (``ConfirmedTable.confirmed``). Faust's own flush before a commit gives up
 after 0.1 s without progress and cannot see records still being handed to
 the producer, so relying on it lost events when a broker was slow or a
@@ -32,16 +33,17 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, ClassVar, cast
+from typing import Any, NamedTuple, cast
 
 import faust
+from faust.events import Event
 from faust.streams import _current_event
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT, TableT
 
+from aggregator.consume import QUIET_S, CountingApp, restart_quiet_partitions
 from aggregator.count import (
     Tally,
     Windows,
@@ -51,7 +53,7 @@ from aggregator.count import (
     first_open_day,
     since,
 )
-from aggregator.decode import Message, decode_messages
+from aggregator.decode import Fetched, decode_messages
 from aggregator.gaps import GapReader, complete
 from aggregator.metrics import Drop, WorkerMetrics, day_totals
 from aggregator.rollup import Rollup
@@ -128,11 +130,11 @@ class ConfirmedTable(faust.Table[str, Any]):
 
 
 async def confirm_before_ack(table: ConfirmedTable) -> None:
-    """Wait for ``table``'s changelog, even when the agent is cancelled meanwhile.
+    """Wait for ``table``'s changelog, even when the waiting task is cancelled meanwhile.
 
-    Faust acknowledges a taken batch when the agent's loop moves on *or is
-    cancelled* (a rebalance, a shutdown), so a cancellation must not cut the
-    wait short.
+    A shutdown cancels the consumer's task; the counts are in the table by
+    then, and a successor must find them in the changelog before anything
+    after them is committed, so a cancellation must not cut the wait short.
     """
     waiting = asyncio.ensure_future(table.confirmed())
     try:
@@ -185,53 +187,6 @@ async def restart_stalled_recovery(app: faust.App, stalled_after_s: float = RECO
     return sorted(stalled)
 
 
-class CountedConsumer(faust_aiokafka.Consumer):
-    """Faust's consumer, never committing an events partition past what the worker counted.
-
-    Faust's stream acknowledges an event it skips because it arrived while a
-    rebalance had stopped the flow, or was fetched in an older generation
-    ("we want to ack the filtered out message, otherwise the lag would
-    increase"): the next commit then covers events nobody counted. Found in
-    the rebalance tests: a partition's next generation started 29 offsets past
-    the last event its worker had counted, and those events were never
-    counted. The commit of an events partition is capped at the offset after
-    the last event counted and confirmed in this generation
-    (``CountingApp.confirmed_next``): the table's own position, counted and
-    confirmed. The skipped events themselves are read again (``aggregator.gaps``).
-    """
-
-    def _new_offset(self, tp: TP) -> int | None:
-        app = cast(CountingApp, self.app)
-        return commit_cap(super()._new_offset(tp), tp, app.counted_topic, app.confirmed_next)
-
-
-def commit_cap(offset: int | None, tp: TP, counted_topic: str, confirmed_next: Mapping[int, int]) -> int | None:
-    """The offset to commit for ``tp``: Faust's (from its acks), but not past the counts Kafka confirmed."""
-    if offset is None or tp.topic != counted_topic:
-        return offset
-    confirmed = confirmed_next.get(tp.partition)
-    if confirmed is None:
-        return None  # nothing counted here in this generation: whatever was acked was skipped
-    return min(offset, confirmed)
-
-
-class CountingTransport(faust_aiokafka.Transport):
-    Consumer: ClassVar[type[faust_aiokafka.Consumer]] = CountedConsumer
-
-
-class CountingApp(faust.App):
-    """A Faust app whose consumer commits no further than the counts Kafka holds (``CountedConsumer``)."""
-
-    def __init__(self, *args: Any, counted_topic: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.counted_topic = counted_topic
-        self.confirmed_next: dict[int, int] = {}
-        """Per events partition, this generation: the offset after the last event counted and confirmed."""
-
-    def _new_transport(self) -> CountingTransport:
-        return CountingTransport(self.conf.broker_consumer, self)
-
-
 class FaustCountTable:
     """A CountTable on a Faust table (memory or RocksDB store, with a changelog topic)."""
 
@@ -266,13 +221,6 @@ class FaustCountTable:
 
 THROUGH_PREFIX = "through:"
 """Keys of the table's per-partition position (counter keys start with a window, ``d`` or ``h``)."""
-
-
-def by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
-    parts: dict[int, list[EventT[Any]]] = {}
-    for event in batch:
-        parts.setdefault(event.message.partition, []).append(event)
-    return parts
 
 
 def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> CountingApp:
@@ -326,8 +274,8 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     def open_from() -> Any:
         return first_open_day(datetime.now(settings.day_tz), settings.window_days)
 
-    def count_partition(partition: int, messages: list[Message]) -> None:
-        dropped: list[Message] = []
+    def count_partition(partition: int, messages: Sequence[Fetched]) -> None:
+        dropped: list[Fetched] = []
         result = count_batch(counts, decode_messages(messages, dropped), windows, open_from())
         rollup.mark(result.changed)
         metrics.events_counted.inc(result.counted)
@@ -360,37 +308,54 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
 
     gaps = GapReader(settings.kafka.bootstrap, settings.kafka.topic, settings.app_id, f"{settings.app_id}-gaps")
 
-    async def complete_partition(partition: int, events: list[EventT[Any]]) -> tuple[list[Message], int]:
-        """The partition's messages to count (holes read again from Kafka) and its new ``through``."""
-        with acting_for(events[-1]):
-            through = counts.through(partition)
+    async def complete_partition(tp: TP, stand_in: EventT[Any], records: Sequence[Fetched]) -> Completed:
+        """The partition's records to count (holes read again from Kafka) and its ``through`` after them."""
+        with acting_for(stand_in):
+            through = counts.through(tp.partition)
         if through is None:
-            through = await gaps.start_of(partition) - 1
-        delivered = [Message(partition, e.message.offset, e.message.value or b"") for e in events]
-        messages, missed = await complete(gaps, partition, through, delivered)
+            through = await gaps.start_of(tp.partition) - 1
+        messages, missed = await complete(gaps, tp.partition, through, records)
         metrics.events_reread.inc(missed)
-        return messages, max([through, *(m.offset for m in delivered), *(m.offset for m in messages)])
+        last = max(records[-1].offset, messages[-1].offset if messages else -1)
+        return Completed(stand_in, messages, max(through, last))
 
-    @app.agent(events, name="count")
-    async def count(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            parts = by_partition(batch)
-            # Reading holes awaits Kafka; counting (no await) is all or nothing for the batch.
-            completed = {partition: await complete_partition(partition, es) for partition, es in parts.items()}
-            for partition, (messages, through) in completed.items():
-                with acting_for(parts[partition][-1]):
-                    count_partition(partition, messages)
-                    counts.set_through(partition, through)
-            await confirm_before_ack(table)
-            for partition, (_, through) in completed.items():
-                app.confirmed_next[partition] = through + 1
+    async def count_fetched(gathered: Mapping[TP, Sequence[Any]], still_current: Callable[[], bool]) -> dict[TP, int]:
+        """A batch off the consumer (aggregator.consume): counted, recorded, confirmed by Kafka."""
+        completed = {
+            tp: await complete_partition(tp, stand_in_for(app, tp, records[-1]), records)
+            for tp, records in gathered.items()
+        }
+        if not still_current():  # a rebalance came while reading holes: the partitions' next owners count it
+            log.info("a rebalance came while a batch was completed: left to the partitions' next owners")
+            return {}
+        # No await from here to the last set_through: counting is all or nothing for the batch.
+        for tp, done in completed.items():
+            with acting_for(done.stand_in):
+                count_partition(tp.partition, done.messages)
+                counts.set_through(tp.partition, done.through)
+        await confirm_before_ack(table)
+        now, generation = time.monotonic(), app.consumer_generation_id
+        for tp, done in completed.items():
+            app.confirmed_next[tp.partition] = done.through + 1
+            app.handed_over[tp] = (now, generation)
+        return {tp: done.through for tp, done in completed.items()}
+
+    # The events topic is subscribed through Faust (its partitions are
+    # assigned with the table's), but read in batches (aggregator.consume).
+    app.topics.add(events)
+    app.count_batches(count_fetched, max_records=settings.batch_max, within_s=settings.batch_within_s)
 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def write() -> None:
         try:
             metrics.recoveries_restarted.inc(len(await restart_stalled_recovery(app)))
+            for tp in await restart_quiet_partitions(app):
+                metrics.partitions_restarted.inc()
+                log.warning(
+                    "partition %d had events waiting but none came for %.0f s: restarted", tp.partition, QUIET_S
+                )
         except Exception:  # it reads Faust's internals: never let it stop the worker
-            log.exception("could not check the changelog restore for stalls")
+            log.exception("could not check the changelog restore and the events partitions for stalls")
         await rollup.flush()
         for tp in _assigned(app, settings.kafka.topic):
             highwater = app.consumer.highwater(tp)  # None until the fetcher has seen the partition
@@ -433,6 +398,19 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         return web.json(state, status=200 if ready else 503)
 
     return app
+
+
+class Completed(NamedTuple):
+    stand_in: EventT[Any]
+    """One of the partition's events, Faust's current event while its counters are touched (``acting_for``)."""
+    messages: Sequence[Fetched]
+    through: int
+
+
+def stand_in_for(app: faust.App, tp: TP, record: Any) -> EventT[Any]:
+    """A Faust event for one of a partition's records (aiokafka's), to act for it (``acting_for``)."""
+    consumer: Any = app.consumer
+    return Event(app, None, None, None, consumer._to_message(tp, record))
 
 
 def _assigned(app: faust.App, topic: str) -> list[TP]:

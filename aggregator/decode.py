@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from schema.event import LabelEvent, UndecodableEvent, decode
 
@@ -25,11 +25,25 @@ class Message(NamedTuple):
     value: bytes
 
 
-def decode_messages(messages: Iterable[Message], dropped: list[Message] | None = None) -> Iterator[Positioned]:
-    """Decode each message; put the undecodable ones in ``dropped`` (if given)."""
+class Fetched(Protocol):
+    """Where a message sits and what it holds: a ``Message``, or a Kafka client's record as it is."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+M = TypeVar("M", bound=Fetched)
+
+
+def decode_messages(messages: Iterable[M], dropped: list[M] | None = None) -> Iterator[Positioned]:
+    """Decode each message; put the undecodable ones (a record without a value too) in ``dropped`` (if given)."""
     for message in messages:
         try:
-            yield Positioned(message.partition, message.offset, decode(message.value))
+            yield Positioned(message.partition, message.offset, decode(message.value or b""))
         except UndecodableEvent as exc:
             log.warning("dropped undecodable event at %d/%d: %s", message.partition, message.offset, exc)
             if dropped is not None:

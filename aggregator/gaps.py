@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aggregator.decode import Message
+from aggregator.decode import Fetched, Message
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +143,18 @@ class GapReader:
 
 
 async def complete(
-    reader: GapReader, partition: int, through: int, messages: Sequence[Message]
-) -> tuple[list[Message], int]:
+    reader: GapReader, partition: int, through: int, messages: Sequence[Fetched]
+) -> tuple[Sequence[Fetched], int]:
     """``messages`` as delivered when they continue from ``through``, else the whole range from Kafka.
 
     Returns the messages to count and how many of them Faust had not delivered.
     """
+    first, last = messages[0].offset, messages[-1].offset
+    if first <= through + 1 and last - first + 1 == len(messages):  # consecutive offsets: the usual batch
+        return messages, 0
     offsets = [m.offset for m in messages]
     if continues(through, offsets):
-        return list(messages), 0
+        return messages, 0
     end = max(offsets) + 1
     read = await reader.read(partition, through + 1, end)
     delivered = {offset for offset in offsets if offset > through}

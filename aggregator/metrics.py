@@ -72,6 +72,11 @@ class WorkerMetrics:
             "Changelog partitions whose restore delivered nothing for a while and was restarted",
             registry=r,
         )
+        self.partitions_restarted = Counter(
+            "tally_worker_partitions_restarted",
+            "Events partitions with events waiting that handed none over for a while and were restarted",
+            registry=r,
+        )
         self.day_events = Gauge(
             "tally_worker_day_events",
             "Events counted into each open day, over the partitions this worker owns (from its table)",

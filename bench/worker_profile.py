@@ -38,7 +38,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "faust stream machinery (per event)",
         ("faust/streams", "faust/transport/", "faust/agents", "faust/channels", "faust/events", "faust/topics"),
     ),
-    ("batching in the agent (app.py)", ("aggregator/app.py",)),
+    ("batching (consume.py, app.py, gaps.py)", ("aggregator/consume.py", "aggregator/app.py", "aggregator/gaps.py")),
     ("faust/mode services, timers, web", ("faust/", "mode/", "aiohttp/")),
     ("asyncio event loop itself", ("asyncio/", "selectors.py")),
 )

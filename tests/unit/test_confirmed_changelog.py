@@ -12,7 +12,8 @@ import pytest
 from faust.types import TP
 
 from aggregator import app as worker_app
-from aggregator.app import ConfirmedTable, commit_cap, confirm_before_ack, restart_stalled_recovery
+from aggregator.app import ConfirmedTable, confirm_before_ack, restart_stalled_recovery
+from aggregator.consume import commit_cap
 
 
 def table() -> ConfirmedTable:
@@ -69,7 +70,7 @@ class SlowChangelog:
         self.waits_done += 1
 
 
-def test_a_cancelled_agent_still_waits_for_its_changelog_before_faust_acknowledges() -> None:
+def test_a_cancelled_count_still_waits_for_its_changelog_before_anything_is_acknowledged() -> None:
     asyncio.run(_cancelled_agent_waits())
 
 
@@ -77,7 +78,7 @@ async def _cancelled_agent_waits() -> None:
     changelog = SlowChangelog()
     agent = asyncio.ensure_future(confirm_before_ack(changelog))  # type: ignore[arg-type]
     await asyncio.sleep(0.01)
-    agent.cancel()  # a rebalance or a shutdown; Faust acknowledges the batch when the agent ends
+    agent.cancel()  # a shutdown cancels the consumer task that counts
     await asyncio.sleep(0.05)
     assert not agent.done(), "the agent ended (and its batch was acknowledged) before Kafka held its changelog"
     changelog.kafka_took_it.set()
