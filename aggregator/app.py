@@ -306,14 +306,15 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         if doomed:
             log.info("expired %d counters of closed days from partition %d", len(doomed), partition)
 
-    gaps = GapReader(settings.kafka.bootstrap, settings.kafka.topic, settings.app_id, f"{settings.app_id}-gaps")
+    gaps = GapReader(settings.kafka.bootstrap, settings.kafka.topic, f"{settings.app_id}-gaps")
 
     async def complete_partition(tp: TP, stand_in: EventT[Any], records: Sequence[Fetched]) -> Completed:
         """The partition's records to count (holes read again from Kafka) and its ``through`` after them."""
         with acting_for(stand_in):
             through = counts.through(tp.partition)
         if through is None:
-            through = await gaps.start_of(tp.partition) - 1
+            consumer: Any = app.consumer  # Faust's: it read the group's committed offsets at the assignment
+            through = await gaps.start_of(tp.partition, consumer._committed_offset.get(tp)) - 1
         messages, missed = await complete(gaps, tp.partition, through, records)
         metrics.events_reread.inc(missed)
         last = max(records[-1].offset, messages[-1].offset if messages else -1)

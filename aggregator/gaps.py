@@ -49,13 +49,12 @@ class GapReader:
     """Reads a range of an events partition straight from Kafka, outside the consumer group.
 
     Its own consumer (no group membership, no commits), started at the first
-    hole: holes are rare, a worker may never need one.
+    hole: a worker that sees no rebalance may never need one.
     """
 
-    def __init__(self, bootstrap: str, topic: str, group_id: str, client_id: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, client_id: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self.group_id = group_id
         self.client_id = client_id
         self._consumer: Any = None
 
@@ -65,9 +64,11 @@ class GapReader:
 
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap.split(","),
-                # The group's id lets it read the group's committed offsets; it never joins, assigns itself
-                # partitions and never commits (enable_auto_commit=False).
-                group_id=self.group_id,
+                # No group: it assigns itself one partition at a time and never
+                # commits. (With the group's id, aiokafka's coordinator for
+                # manual assignment crashed on an assertion when the partition
+                # changed, and took the worker with it.)
+                group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 client_id=self.client_id,
@@ -76,19 +77,18 @@ class GapReader:
             self._consumer = consumer
         return self._consumer
 
-    async def start_of(self, partition: int) -> int:
+    async def start_of(self, partition: int, committed: int | None) -> int:
         """Where counting of ``partition`` starts when the table knows nothing of it.
 
-        The group's committed offset (a table from before ``through`` was
+        The group's ``committed`` offset (a table from before ``through`` was
         kept), else the first offset Kafka still holds (a new deployment).
         """
+        if committed is not None:
+            return committed
         from aiokafka.structs import TopicPartition
 
         consumer = await self._started()
         tp = TopicPartition(self.topic, partition)
-        committed = await consumer.committed(tp)
-        if committed is not None:
-            return int(committed)
         beginning = await consumer.beginning_offsets([tp])
         return int(beginning[tp])
 

@@ -1,5 +1,5 @@
 """A batch is acknowledged (its offsets may be committed) only once Kafka holds its changelog records;
-a restore of the changelog that stops delivering is restarted."""
+a restore of the changelog, or an events partition, that stops delivering is restarted."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from faust.types import TP
 
 from aggregator import app as worker_app
 from aggregator.app import ConfirmedTable, confirm_before_ack, restart_stalled_recovery
-from aggregator.consume import commit_cap
+from aggregator.consume import commit_cap, restart_quiet_partitions
 
 
 def table() -> ConfirmedTable:
@@ -132,3 +132,53 @@ def test_commits_never_pass_the_counts_kafka_confirmed() -> None:
     assert commit_cap(None, events, "events", confirmed) is None
     assert commit_cap(12, TP("events", 4), "events", confirmed) is None  # nothing counted in partition 4
     assert commit_cap(6698, changelog, "events", confirmed) == 6698  # other topics: Faust's own
+
+
+class FakeEventsConsumer:
+    flow_active = True
+
+    def __init__(self, assigned: list[TP], ends: dict[TP, int], committed: dict[TP, int]) -> None:
+        self.assigned, self.ends, self._committed_offset = assigned, ends, committed
+        self.resumed: set[TP] = set()
+        self.seeks: dict[TP, int] = {}
+
+    def assignment(self) -> list[TP]:
+        return self.assigned
+
+    async def highwaters(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.ends[tp] for tp in tps}
+
+    def resume_partitions(self, tps: dict[TP, int]) -> None:
+        self.resumed.update(tps)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks[tp] = offset
+
+
+def test_an_events_partition_with_events_waiting_that_hands_nothing_over_is_restarted() -> None:
+    """Seen after a rebalance: one partition never fetched again while the others were."""
+    quiet, busy, idle, changelog = TP("events", 1), TP("events", 2), TP("events", 3), TP("app-counts-changelog", 1)
+    now = time.monotonic()
+    consumer = FakeEventsConsumer(
+        [quiet, busy, idle, changelog],
+        ends={quiet: 900, busy: 500, idle: 70},
+        committed={quiet: 800, busy: 400, idle: 70},
+    )
+    app = SimpleNamespace(
+        consumer=consumer,
+        rebalancing=False,
+        consumer_generation_id=4,
+        counted_topic="events",
+        confirmed_next={1: 850},
+        handed_over={quiet: (now - 30, 4), busy: (now - 1, 4), idle: (now - 30, 4)},
+    )
+
+    assert asyncio.run(restart_quiet_partitions(app, quiet_s=10)) == [quiet]  # type: ignore[arg-type]
+    assert consumer.resumed == {quiet} and consumer.seeks == {quiet: 850}  # where its counts stand
+    assert asyncio.run(restart_quiet_partitions(app, quiet_s=10)) == []  # type: ignore[arg-type]  # its own time again
+
+    app.handed_over[busy] = (now - 30, 3)  # quiet since before the last rebalance: its time starts now
+    assert asyncio.run(restart_quiet_partitions(app, quiet_s=10)) == []  # type: ignore[arg-type]
+    app.rebalancing = True
+    app.handed_over[quiet] = (now - 30, 4)
+    assert asyncio.run(restart_quiet_partitions(app, quiet_s=10)) == []  # type: ignore[arg-type]  # never mid-rebalance
