@@ -64,7 +64,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-## bench-worker: the worker benchmark (about 7 minutes; README "Performance: worker")
+## bench-worker: the worker benchmark (about 2 minutes; README "Performance: worker")
 bench-worker: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.worker $(BENCH_ARGS)
 

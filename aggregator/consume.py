@@ -22,7 +22,7 @@ Why it stays exact -- none of it rests on Faust delivering every offset:
   generation it was gathered in is still current: no rebalance can come
   between counting a partition and recording how far it got.
 - An events partition is committed no further than what its table counted
-  and Kafka confirmed (``CountedConsumer``, ``CountingApp.confirmed_next``).
+  and Kafka confirmed (``commit_cap``, ``CountingApp.confirmed_next``).
 """
 
 from __future__ import annotations

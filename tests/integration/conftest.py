@@ -28,16 +28,6 @@ from schema.settings import ClickHouseSettings, clickhouse_client
 T = TypeVar("T")
 PARTITIONS = 6
 
-RECOVERY_HANG = pytest.mark.xfail(
-    strict=False,
-    reason="known bugs, open in issue 4 (README, known limits): after a rebalance, (1) Faust's recovery of a "
-    "partition's changelog can hang ('No event received for active tp ...-counts-changelog'; the worker now "
-    "restarts such a restore after 15 s), and (2) Faust's stream can skip and acknowledge the first events of a "
-    "partition in a new generation (a few events short on some counters)",
-)
-"""For the tests that move partitions between workers: they pass but for those bugs, which CI must not hide as a
-pass nor turn red at random; the report shows XPASS or XFAIL."""
-
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives Debian's headless Chromium (/usr/bin/chromium)")

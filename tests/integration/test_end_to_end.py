@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.integration.conftest import RECOVERY_HANG, Services, daily_stats, eventually
+from tests.integration.conftest import Services, daily_stats, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -30,7 +30,6 @@ def test_beacon_to_get_stats(services: Services) -> None:
     assert daily_stats(services.clickhouse) == {("signup", "forms", "btn1"): 1, ("home", "", ""): 1}
 
 
-@RECOVERY_HANG
 def test_counts_stay_exact_through_kill_9_and_restart(services: Services) -> None:
     services.start_ingest()
     worker = services.start_worker()

@@ -28,7 +28,7 @@ from ingest.publish import KafkaPublisher, PublishSettings
 from schema import migrations
 from schema.event import LabelEvent
 from schema.settings import ClickHouseSettings, clickhouse_client
-from tests.integration.conftest import RECOVERY_HANG, Services, daily_stats, eventually
+from tests.integration.conftest import Services, daily_stats, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -183,7 +183,6 @@ def test_events_the_consumer_skipped_are_read_again_and_counted(services: Servic
     assert_exact(services, load.sent)
 
 
-@RECOVERY_HANG
 def test_exact_through_a_restart_right_after_kill_9(services: Services) -> None:
     """The new worker joins while the killed one is still a member of the group (until its session times out)."""
     worker = services.start_worker()
@@ -195,7 +194,6 @@ def test_exact_through_a_restart_right_after_kill_9(services: Services) -> None:
     assert_exact(services, load.sent)
 
 
-@RECOVERY_HANG
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_exact_while_workers_join_and_leave(services: Services, store: str) -> None:
     services.start_worker("1", TALLY_WORKER_STORE=store)
@@ -216,7 +214,6 @@ def test_exact_while_workers_join_and_leave(services: Services, store: str) -> N
     assert_exact(services, load.sent)
 
 
-@RECOVERY_HANG
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_exact_while_partitions_move_back_and_forth(services: Services, store: str) -> None:
     """A second worker joins and leaves three times: worker 1 loses partitions and gets them back, each time
