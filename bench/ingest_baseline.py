@@ -46,4 +46,6 @@ class NoReader:
 
 
 def app() -> Starlette:
-    return create_app(IngestSettings.from_env(os.environ), lambda _: InstantPublisher(), lambda _: NoReader())
+    return create_app(
+        IngestSettings.from_env(os.environ), lambda _: InstantPublisher(), lambda _: NoReader(), server=True
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ingest.outcome import Drop, DropReason, Outcome
 from schema.event import LabelEvent
 
 OVERFLOW_LABEL: Final = "_overflow"
+_label: Final = operator.attrgetter("label")
 
 # Well-known crawlers, link-preview fetchers, headless browsers and uptime
 # monitors, matched on the lower-cased User-Agent (a case-insensitive regex
@@ -78,6 +80,8 @@ class Guard:
         if self.policy.drop_bots and is_bot(user_agent):
             bot_drops = [Drop(position, DropReason.BOT) for position in outcome.positions]
             return Outcome([], [], [*outcome.drops, *bot_drops])
+        if self._allowed is None and self._labels_today.knows_all(outcome.events, today):
+            return outcome  # the usual request: nothing to drop or relabel, so no new lists
         events: list[LabelEvent] = []
         positions: list[int] = []
         drops = list(outcome.drops)
@@ -105,6 +109,12 @@ class LabelsOfTheDay:
         self.cap = cap
         self._day: date | None = None
         self._seen: set[str] = set()
+
+    def knows_all(self, events: Sequence[LabelEvent], today: date) -> bool:
+        """Whether every event's label was admitted today already."""
+        if today != self._day:
+            return False
+        return self._seen.issuperset(map(_label, events))
 
     def admit(self, label: str, today: date) -> bool:
         if today != self._day:

@@ -132,19 +132,23 @@ class IngestMetrics:
     def published(self, events: Sequence[LabelEvent], seconds: float) -> None:
         self._accepted.inc(len(events))
         self._publish_seconds.observe(seconds)
-        by_day: dict[str, int] = {}
+        # A request's events come from a minute or two: counted by minute here, one increment per day below.
+        by_minute: dict[int, int] = {}
         for event in events:
-            day = self._day(event.ts_ms)
-            by_day[day] = by_day.get(day, 0) + 1
+            minute = event.ts_ms // 60_000
+            by_minute[minute] = by_minute.get(minute, 0) + 1
+        by_day: dict[str, int] = {}
+        for minute, count in by_minute.items():
+            day = self._day(minute)
+            by_day[day] = by_day.get(day, 0) + count
         for day, count in by_day.items():
             child = self._day_children.get(day)
             if child is None:
                 child = self._new_day(day)
             child.inc(count)
 
-    def _day(self, ts_ms: int) -> str:
-        """The day an event counts on, as the worker decides it (every zone's days start on a whole minute)."""
-        minute = ts_ms // 60_000
+    def _day(self, minute: int) -> str:
+        """The day a minute's events count on, as the worker decides it (every zone's days start on a whole minute)."""
         day = self._day_of_minute.get(minute)
         if day is None:
             if len(self._day_of_minute) > 10_000:

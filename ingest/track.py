@@ -20,6 +20,7 @@ Starlette, whose routes serve the same handlers (:class:`Served`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -36,6 +37,7 @@ from ingest.observe import observed
 from ingest.outcome import Outcome
 from ingest.pipeline import Pipeline
 from ingest.publish import Publisher
+from ingest.validate import REMEMBERED_LABELS, REMEMBERED_LABELS_LEN
 
 Handler = Callable[[Scope, Receive], Awaitable[Answer]]
 
@@ -175,11 +177,20 @@ def _labels(query_string: bytes) -> str | None:
     """The last ``labels=`` of the query string, as Starlette's ``request.query_params.get`` reads it."""
     if not query_string:
         return None
+    if len(query_string) <= REMEMBERED_LABELS_LEN:  # a page sends the same query with every view
+        return _remembered_labels(query_string)
+    return _labels_in(query_string)
+
+
+def _labels_in(query_string: bytes) -> str | None:
     found = None
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name == "labels":
             found = value
     return found
+
+
+_remembered_labels: Final = functools.lru_cache(maxsize=REMEMBERED_LABELS)(_labels_in)
 
 
 async def _publish(state: Mapping[str, Any], outcome: Outcome) -> None:

@@ -17,14 +17,20 @@ arrived, rather than lost to a wrong clock.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from ingest.errors import InvalidBeacon, TooLarge
 from ingest.outcome import Drop, DropReason, Outcome
 from ingest.parse import MalformedBody, RawLabel, TooManyFields, looks_like_json, parse_json, parse_labels
-from schema.event import InvalidField, LabelEvent
+from schema.event import InvalidField, LabelEvent, check_counter
+
+REMEMBERED_LABELS: Final = 4096
+"""Distinct ``labels`` values whose checked counters are remembered."""
+REMEMBERED_LABELS_LEN: Final = 512
+"""The longest ``labels`` value remembered (longer ones are checked every time)."""
 
 
 @dataclass(frozen=True)
@@ -58,25 +64,33 @@ def events_from_query(labels: str | None, query_string_len: int, limits: Limits,
 
 def events_from_labels(labels: str, limits: Limits, ts_ms: int) -> list[LabelEvent]:
     """The events of one ``labels`` value, all or none."""
+    checked = _remembered_counters if len(labels) <= REMEMBERED_LABELS_LEN else counters_of
+    return [LabelEvent(*counter, ts_ms) for counter in checked(labels, limits.max_labels_per_request)]
+
+
+def counters_of(labels: str, max_labels: int) -> tuple[RawLabel, ...]:
+    """The counters of one ``labels`` value, each checked against the field rules; or InvalidBeacon."""
     try:
         raw = parse_labels(labels)
     except TooManyFields as exc:
         raise InvalidBeacon(f"labels[{exc.index}]", "at most 3 fields, label:category:dom_id") from exc
-    return to_events(raw, limits, ts_ms)
-
-
-def to_events(raw: Sequence[RawLabel], limits: Limits, ts_ms: int) -> list[LabelEvent]:
     if not raw:
         raise InvalidBeacon("labels", "at least one label")
-    if len(raw) > limits.max_labels_per_request:
-        raise InvalidBeacon("labels", f"at most {limits.max_labels_per_request} labels per request")
-    events = []
+    if len(raw) > max_labels:
+        raise InvalidBeacon("labels", f"at most {max_labels} labels per request")
     for index, (label, category, dom_id) in enumerate(raw):
         try:
-            events.append(LabelEvent(label, category, dom_id, ts_ms))
+            check_counter(label, category, dom_id)
         except InvalidField as exc:
             raise InvalidBeacon(f"labels[{index}].{exc.field}", exc.rule) from exc
-    return events
+    return tuple(raw)
+
+
+# A page sends the same ``labels`` with every view: parsing and checking it
+# again would cost a GET more than the rest of its validation. Refusals
+# raise, so they are never remembered; long values are not remembered at all
+# (the cache's memory stays under REMEMBERED_LABELS x REMEMBERED_LABELS_LEN).
+_remembered_counters = functools.lru_cache(maxsize=REMEMBERED_LABELS)(counters_of)
 
 
 def events_from_body(body: bytes, json_declared: bool, limits: Limits, now_ms: int) -> Outcome:

@@ -75,3 +75,15 @@ def test_oversized_query_string_is_413() -> None:
         events_from_query("a", 9000, Limits(max_query_string=8192), TS)
     assert caught.value.status == 413
     assert caught.value.field == "query"
+
+
+def test_a_remembered_labels_value_keeps_every_rule() -> None:
+    # The same value again is answered from memory: still refused when bad, and under each request's own limit.
+    for _ in range(2):
+        with pytest.raises(InvalidBeacon, match=r"labels\[1\]\.label"):
+            events_from_query("ok|x?y=1", 10, Limits(), TS)
+        assert len(events_from_query("a|b|c", 10, Limits(), TS)) == 3
+        with pytest.raises(InvalidBeacon, match="at most 2 labels"):
+            events_from_query("a|b|c", 10, Limits(max_labels_per_request=2), TS)
+    later = events_from_query("a|b|c", 10, Limits(), TS + 1)
+    assert [e.ts_ms for e in later] == [TS + 1] * 3
