@@ -436,9 +436,21 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("needs 2 cores: one for the server, one for wrk")
     ensure_tools()
 
+    from deploy.stack import Stack, StackSettings
+
+    stack = Stack(StackSettings.from_env(os.environ))
+    # The stack's Kafka, started if it is not running (and stopped after), as the worker's benchmark does.
+    kafka_started = stack.kafka.process if stack.kafka.start() else None
+    try:
+        return _run(args, argv, stack.settings.kafka.bootstrap)
+    finally:
+        if kafka_started is not None:
+            kafka_started.stop()
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> int:
     from deploy.kafka import delete_topics, ensure_topic
 
-    bootstrap = os.environ.get("TALLY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     topic = f"bench.ingest.{uuid.uuid4().hex[:10]}"
     env = {
         **os.environ,
@@ -450,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         "TALLY_EVENTS_TOPIC": topic,
         "TALLY_INGEST_HOST": "127.0.0.1",
         "TALLY_INGEST_WORKERS": "1",
+        # The beacon routes only: what is measured, and /readyz then waits for Kafka alone, not ClickHouse.
+        "TALLY_ROUTES": "track",
     }
     servers = args.only or ["nginx", "baseline", "ingest"]
     case_list = cases()
