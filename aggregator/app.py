@@ -335,10 +335,6 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
                 count_partition(tp.partition, done.messages)
                 counts.set_through(tp.partition, done.through)
         await confirm_before_ack(table)
-        now, generation = time.monotonic(), app.consumer_generation_id
-        for tp, done in completed.items():
-            app.confirmed_next[tp.partition] = done.through + 1
-            app.handed_over[tp] = (now, generation)
         return {tp: done.through for tp, done in completed.items()}
 
     # The events topic is subscribed through Faust (its partitions are

@@ -7,7 +7,7 @@ channel queue, a stream step, an ack, and four asyncio tasks in
 14,000 events/s. The worker keeps Faust for what it does well -- the
 consumer group and its rebalances, the table with its changelog, standby
 replicas and recovery, offset commits -- and takes the events topic's
-records off Faust's fetch loop as lists: ``BatchConsumer._drain_messages``
+records off Faust's fetch loop as lists: ``CountingConsumer._drain_messages``
 gathers them for up to ``within_s`` or ``max_records`` and hands them to the
 app's ``BatchHandler`` in one call. Every other topic (the table's changelog
 during recovery and on standbys) goes through Faust's per-message path as
@@ -133,7 +133,7 @@ class CountingConsumer(faust_aiokafka.Consumer):
             raise
 
     async def _hand_over(self, gathered: Mapping[TP, list[Any]], generation: int) -> None:
-        """Count a batch, then ack, per partition, the last offset its table holds."""
+        """Count a batch; per partition, ack the last offset its table holds and let commits reach it."""
         app = self._counting
         assert app.batch_handler is not None
 
@@ -142,8 +142,10 @@ class CountingConsumer(faust_aiokafka.Consumer):
 
         counted = await app.batch_handler(gathered, still_current)
         inbound = app.monitor.stream_inbound_time if app.monitor is not None else {}
-        now = time.monotonic()
+        now, generation_now = time.monotonic(), app.consumer_generation_id
         for tp, through in counted.items():
+            app.confirmed_next[tp.partition] = through + 1
+            app.handed_over[tp] = (now, generation_now)
             self._acked[tp].append(through)
             self._n_acked += len(gathered.get(tp, ()))
             self._read_offset[tp] = through
