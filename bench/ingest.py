@@ -450,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> int:
     from deploy.kafka import delete_topics, ensure_topic
+    from ingest.settings import IngestSettings
 
     topic = f"bench.ingest.{uuid.uuid4().hex[:10]}"
     env = {
@@ -521,7 +522,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
         f"Machine: {machine()}; server pinned to core {SERVER_CORE}, wrk to core {LOAD_CORE}.",
         *versions(env),
         f"wrk: 1 thread, {args.connections} connections, {args.duration:g} s per run after {args.warmup:g} s "
-        "of warm-up, a browser User-Agent. Ingest on a topic of its own: 6 partitions, acks=all.",
+        "of warm-up, a browser User-Agent. Ingest on a topic of its own: 6 partitions, acks=all, compression "
+        f"{IngestSettings.from_env(env).publish.compression}.",
         "req/CPU-s: requests per CPU second of the server process (what one core sustains); /(a), /(b): its",
         "ratio to the floors'. others: the share of the server's core that other processes took meanwhile.",
         "",

@@ -78,6 +78,12 @@ class PublishSettings:
     """TALLY_RETRY_AFTER_S: the Retry-After of a 503."""
     max_in_flight: int = 100_000
     """TALLY_PUBLISH_MAX_IN_FLIGHT: events handed to the producer and not yet acked; past it, 503 at once."""
+    compression: str = "lz4"
+    """TALLY_PUBLISH_COMPRESSION: how record batches travel and are stored: ``none``, ``gzip``, ``lz4`` or ``zstd``."""
+
+
+COMPRESSIONS: Final = ("none", "gzip", "lz4", "zstd")
+"""What TALLY_PUBLISH_COMPRESSION may say; the worker (aiokafka, with cramjam) and replay read each of them."""
 
 
 class KafkaPublisher:
@@ -98,6 +104,7 @@ class KafkaPublisher:
             enable_idempotence=True,
             linger_ms=settings.linger_ms,
             batch_size=BATCH_BYTES,
+            compression_type=None if settings.compression == "none" else settings.compression,
             request_timeout_ms=request_timeout,
             delivery_timeout_ms=settings.delivery_timeout_ms,
             max_block_ms=settings.max_block_ms,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from zoneinfo import ZoneInfo
 
@@ -11,7 +11,7 @@ from starlette.datastructures import CommaSeparatedStrings
 
 from ingest.guard import Policy
 from ingest.params import QuerySettings, route_groups
-from ingest.publish import PublishSettings
+from ingest.publish import COMPRESSIONS, PublishSettings
 from ingest.validate import Limits
 from schema.event import InvalidField, check_field
 from schema.settings import ClickHouseSettings, KafkaSettings, SettingError, config_from, zone
@@ -53,6 +53,7 @@ class IngestSettings:
             linger_ms=config("TALLY_PUBLISH_LINGER_MS", cast=int, default=PublishSettings.linger_ms),
             retry_after_s=config("TALLY_RETRY_AFTER_S", cast=int, default=PublishSettings.retry_after_s),
             max_in_flight=_whole(config, "TALLY_PUBLISH_MAX_IN_FLIGHT", PublishSettings.max_in_flight),
+            compression=_one_of(config, "TALLY_PUBLISH_COMPRESSION", COMPRESSIONS, PublishSettings.compression),
         )
         return cls(
             kafka=KafkaSettings.from_config(config),
@@ -76,10 +77,16 @@ class IngestSettings:
 
 
 def _log_level(config: Config, key: str, default: str) -> str:
-    level = config(key, default=default).upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise SettingError(f"{key}={level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    return str(level)
+    return _one_of(config, key, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default, str.upper)
+
+
+def _one_of(
+    config: Config, key: str, allowed: tuple[str, ...], default: str, normal: Callable[[str], str] = str.lower
+) -> str:
+    value = normal(config(key, default=default).strip())
+    if value not in allowed:
+        raise SettingError(f"{key}={value!r} must be {', '.join(allowed[:-1])} or {allowed[-1]}")
+    return value
 
 
 def _whole(config: Config, key: str, default: int) -> int:

@@ -162,15 +162,27 @@ def test_operations_settings_from_the_environment() -> None:
     defaults = IngestSettings.from_env({})
     assert (defaults.workers, defaults.log_level, defaults.access_log) == (1, "INFO", False)
     assert defaults.publish.max_in_flight == 100_000
+    assert defaults.publish.compression == "lz4"
     given = IngestSettings.from_env(
-        {"TALLY_INGEST_WORKERS": "4", "TALLY_LOG_LEVEL": "warning", "TALLY_ACCESS_LOG": "true"}
+        {
+            "TALLY_INGEST_WORKERS": "4",
+            "TALLY_LOG_LEVEL": "warning",
+            "TALLY_ACCESS_LOG": "true",
+            "TALLY_PUBLISH_COMPRESSION": "ZSTD",
+        }
     )
     assert (given.workers, given.log_level, given.access_log) == (4, "WARNING", True)
+    assert given.publish.compression == "zstd"
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("TALLY_INGEST_WORKERS", "0"), ("TALLY_LOG_LEVEL", "loud"), ("TALLY_PUBLISH_MAX_IN_FLIGHT", "-1")],
+    [
+        ("TALLY_INGEST_WORKERS", "0"),
+        ("TALLY_LOG_LEVEL", "loud"),
+        ("TALLY_PUBLISH_MAX_IN_FLIGHT", "-1"),
+        ("TALLY_PUBLISH_COMPRESSION", "snappy"),
+    ],
 )
 def test_bad_operations_settings_name_the_key(key: str, value: str) -> None:
     with pytest.raises(SettingError, match=key):
