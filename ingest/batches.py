@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Collection, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from kafka import KafkaProducer
 from kafka import __version__ as kafka_version
@@ -22,13 +22,23 @@ from kafka.errors import KafkaError
 from kafka.partitioner import murmur2
 from kafka.structs import TopicPartition
 
-from schema.event import LabelEvent, encode, encode_key
+from schema.event import LabelEvent, encode_key, value_head, value_of
 
 MAX_REMEMBERED_COUNTERS: Final = 100_000
 """Counters whose Kafka key and partition are remembered (then forgotten all at once)."""
 
 Record = tuple[int, bytes, bytes]
 """A record to write: its timestamp (ms), key, value."""
+
+
+class Route(NamedTuple):
+    """Where the events of one counter go, and what their records start with."""
+
+    key: bytes
+    partition: TopicPartition
+    value_head: bytes
+    """schema.event.value_head: each event's value is this and its time."""
+
 
 KAFKA_PYTHON_SERIES: Final = "3.0."
 """The kafka-python releases whose internals :class:`BatchAppender` was written against."""
@@ -154,7 +164,7 @@ class BatchAppender:
         self._accumulator = producer._accumulator
         self._metadata = producer._metadata
         self._topic = topic
-        self._routes: dict[tuple[str, str, str], tuple[bytes, TopicPartition]] = {}
+        self._routes: dict[tuple[str, str, str], Route] = {}
         self._partition_count = 0
         # Per partition: the batch being filled (its produce future) and who waits on it.
         self._watched: dict[TopicPartition, tuple[Any, list[Acks]]] = {}
@@ -177,13 +187,15 @@ class BatchAppender:
         if len(partitions) != self._partition_count:
             self._routes.clear()
             self._partition_count = len(partitions)
+        routes = self._routes
         by_partition: dict[TopicPartition, list[Record]] = {}
         for event in events:
-            key, tp = self._route(event, partitions)
-            records = by_partition.get(tp)
+            label, category, dom_id, ts_ms = event
+            route = routes.get((label, category, dom_id)) or self._route(event, partitions)  # (a call only when new)
+            records = by_partition.get(route.partition)
             if records is None:
-                records = by_partition[tp] = []
-            records.append((event.ts_ms, key, encode(event)))
+                records = by_partition[route.partition] = []
+            records.append((ts_ms, route.key, value_of(route.value_head, ts_ms)))
         accumulator = self._accumulator
         accumulator._appends_in_progress.increment()  # close() waits for appends in progress
         try:
@@ -215,11 +227,8 @@ class BatchAppender:
             self._append_to_new_batch(tp, ts_ms, key, value, acks)
             start += 1
 
-    def _route(self, event: LabelEvent, partitions: Collection[int]) -> tuple[bytes, TopicPartition]:
-        """The counter's Kafka key (alone, and as a record writes it) and partition.
-
-        The partition is kafka-python's DefaultPartitioner's: murmur2 of the key.
-        """
+    def _route(self, event: LabelEvent, partitions: Collection[int]) -> Route:
+        """The counter's route, remembered: kafka-python's DefaultPartitioner's partition, murmur2 of the key."""
         counter = (event.label, event.category, event.dom_id)
         route = self._routes.get(counter)
         if route is None:
@@ -228,7 +237,7 @@ class BatchAppender:
             key = encode_key(event)
             ordered = sorted(partitions)
             partition = ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
-            route = self._routes[counter] = (key, TopicPartition(self._topic, partition))
+            route = self._routes[counter] = Route(key, TopicPartition(self._topic, partition), value_head(*counter))
         return route
 
     def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes, value: bytes, acks: Acks) -> None:
@@ -267,16 +276,20 @@ def write_records(memory_records: Any, records: Sequence[Record], start: int) ->
     (the record format is the library's to write, not ours); what this saves
     over ``send()`` is everything around it.
     """
+    append = memory_records.append
     biggest = 0
-    index = start
-    while index < len(records):
+    for index in range(start, len(records)):
         ts_ms, key, value = records[index]
-        appended = memory_records.append(ts_ms, key, value, None)
+        appended = append(ts_ms, key, value, NO_HEADERS)
         if appended is None:  # full (or closed): the caller starts a new batch
-            break
-        biggest = max(biggest, appended.size)
-        index += 1
-    return index, biggest
+            return index, biggest
+        if appended.size > biggest:
+            biggest = appended.size
+    return len(records), biggest
+
+
+NO_HEADERS: Final = ()
+"""A record's headers: none (a tuple, so that kafka-python makes no empty list per record)."""
 
 
 def batch_settled(waiters: list[Acks], result: object) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
+from operator import attrgetter
 from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -36,6 +37,7 @@ from schema.event import LabelEvent
 
 MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 PUBLISH_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_TIME: Final = attrgetter("ts_ms")
 METHODS: Final = frozenset({"GET", "POST", "OPTIONS", "HEAD"})
 # Days kept as series of tally_ingest_events_accepted_by_day_total: client timestamps reach one day back,
 # the worker's windows three; older days' series are removed so the label stays bounded.
@@ -132,15 +134,19 @@ class IngestMetrics:
     def published(self, events: Sequence[LabelEvent], seconds: float) -> None:
         self._accepted.inc(len(events))
         self._publish_seconds.observe(seconds)
-        # A request's events come from a minute or two: counted by minute here, one increment per day below.
-        by_minute: dict[int, int] = {}
-        for event in events:
-            minute = event.ts_ms // 60_000
-            by_minute[minute] = by_minute.get(minute, 0) + 1
-        by_day: dict[str, int] = {}
-        for minute, count in by_minute.items():
-            day = self._day(minute)
-            by_day[day] = by_day.get(day, 0) + count
+        by_day: dict[str, int]
+        first_day = self._day(min(map(_TIME, events)) // 60_000)
+        if first_day == self._day(max(map(_TIME, events)) // 60_000):  # the usual request: one day
+            by_day = {first_day: len(events)}
+        else:  # by minute, then one increment per day
+            by_minute: dict[int, int] = {}
+            for event in events:
+                minute = event.ts_ms // 60_000
+                by_minute[minute] = by_minute.get(minute, 0) + 1
+            by_day = {}
+            for minute, count in by_minute.items():
+                day = self._day(minute)
+                by_day[day] = by_day.get(day, 0) + count
         for day, count in by_day.items():
             child = self._day_children.get(day)
             if child is None:

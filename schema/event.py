@@ -102,10 +102,25 @@ class LabelEvent(_Fields):
 
 
 def encode(event: LabelEvent) -> bytes:
-    """The Kafka message value of ``event``."""
-    return orjson.dumps(
-        {"v": WIRE_VERSION, "label": event.label, "category": event.category, "dom_id": event.dom_id, "ts": event.ts_ms}
-    )
+    """The Kafka message value of ``event``: ``{"v":1,"label":...,"category":...,"dom_id":...,"ts":...}``.
+
+    Compact JSON, its keys in that order, the time last, so that every event
+    of one counter starts with the same bytes (:func:`value_head`); replay
+    reads a day's events by that layout (:mod:`aggregator.replay`).
+    """
+    return value_of(value_head(event.label, event.category, event.dom_id), event.ts_ms)
+
+
+@functools.lru_cache(maxsize=65_536)
+def value_head(label: str, category: str, dom_id: str) -> bytes:
+    """The start of the message value of every event of one counter: all of it but the time and the ``}``."""
+    fields = orjson.dumps({"v": WIRE_VERSION, "label": label, "category": category, "dom_id": dom_id})
+    return fields[:-1] + b',"ts":'
+
+
+def value_of(head: bytes, ts_ms: int) -> bytes:
+    """The message value of an event of the counter whose value starts with ``head``, stamped ``ts_ms``."""
+    return head + b"%d}" % ts_ms
 
 
 def encode_key(event: LabelEvent) -> bytes:

@@ -21,7 +21,7 @@ from ingest.app import create_app
 from ingest.batches import Acks
 from ingest.publish import RememberingPartitioner
 from ingest.settings import IngestSettings
-from schema.event import LabelEvent, encode_key
+from schema.event import LabelEvent, encode, encode_key, value_of
 from schema.settings import SettingError
 from tests.unit.test_ingest_app import DEFAULTS, FakePublisher, running
 
@@ -227,9 +227,10 @@ def test_the_batch_path_chooses_the_partition_kafka_pythons_default_would(partit
         cluster, default = cluster_with("t", partitions), DefaultPartitioner()
         events = [LabelEvent(f"label{n}", f"cat{n % 3}", f"btn{n % 7}", 1) for n in range(500)]
         for event in events + events:  # the second round comes from memory
-            key, tp = publisher._batches._route(event, set(range(partitions)))
+            key, tp, value_head = publisher._batches._route(event, set(range(partitions)))
             assert key == encode_key(event)
             assert tp == ("t", default.partition("t", key, key, None, b"v", cluster))
+            assert value_of(value_head, event.ts_ms) == encode(event)
     finally:
         publisher._producer.close(timeout=0)
 
