@@ -95,7 +95,13 @@ def create_app(
         "allow_origins": settings.cors_origins,
         "allow_methods": ["GET", "POST"],
         "allow_headers": ["Content-Type", "Authorization"],
-        "expose_headers": ["X-Tally-Dropped", "X-Tally-Error", "Retry-After", "X-Tally-Fresh-As-Of"],
+        "expose_headers": [
+            "X-Tally-Dropped",
+            "X-Tally-Error",
+            "X-Tally-Recorded",
+            "Retry-After",
+            "X-Tally-Fresh-As-Of",
+        ],
         "max_age": 86400,
     }
     app = Starlette(

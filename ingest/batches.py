@@ -51,16 +51,19 @@ class Acks:
     them over with ``call_soon_threadsafe``), so the count needs no lock.
     """
 
-    __slots__ = ("_loop", "_remaining", "done")
+    __slots__ = ("_loop", "_remaining", "done", "handed_over")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self._remaining = 0
+        self.handed_over = False
+        """Whether any record was handed to the producer: from then on, Kafka may get it whatever the answer."""
 
     def expect(self, parts: int) -> None:
-        """Before any of these parts can settle: on the event loop, or before ``publish`` awaits."""
+        """Once these parts are handed to the producer, before any can settle (on the loop, or before it awaits)."""
         self._remaining += parts
+        self.handed_over = True
 
     def abandon(self) -> None:
         """The request is answered: acks that come later find ``done`` settled and leave it."""

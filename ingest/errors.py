@@ -89,18 +89,36 @@ class BrokerUnavailable(IngestError):
 
     ``cause`` is what metrics count it by: ``timeout`` (no ack in time),
     ``error`` (Kafka or the producer refused) or ``full`` (too many events in flight).
+
+    ``maybe_recorded`` says whether any of the events had been handed to the
+    producer. If none had (Kafka unknown or away at the time of sending, too
+    many events in flight), nothing was recorded and a retry is safe. If some
+    had, Kafka may have taken them although it did not confirm in time (a
+    produce request in flight when the wait ran out): a retry may count them
+    twice. The answer says which (``recorded``: ``none`` or ``unknown``).
     """
 
     status = 503
     code = "unavailable"
 
-    def __init__(self, reason: str, retry_after_s: int, cause: str = "error") -> None:
-        super().__init__(f"events not accepted, nothing was recorded: {reason}")
+    def __init__(self, reason: str, retry_after_s: int, cause: str = "error", maybe_recorded: bool = True) -> None:
+        if maybe_recorded:
+            super().__init__(f"events not confirmed by Kafka, some may have been recorded: {reason}")
+        else:
+            super().__init__(f"events not accepted, nothing was recorded: {reason}")
         self.retry_after_s = retry_after_s
         self.cause = cause
+        self.maybe_recorded = maybe_recorded
+
+    @property
+    def recorded(self) -> str:
+        return "unknown" if self.maybe_recorded else "none"
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "recorded": self.recorded}
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
+        return {"Retry-After": str(self.retry_after_s), "X-Tally-Recorded": self.recorded}
 
 
 class StoreUnavailable(IngestError):

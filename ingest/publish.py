@@ -14,7 +14,11 @@ answered when its last batch is acked (or at its first failure).
 
 Every wait is bounded: the producer's ``delivery_timeout_ms`` is shorter
 than how long a request waits, so when a request gives up, the producer has
-given up too and the events will not appear later behind a 503. The events
+given up too and holds none of its records any more. That does not make a
+503 mean "not recorded": a produce request in flight when the wait ran out
+may have reached Kafka, and its answer was lost. So a 503 says which it is
+(:class:`ingest.errors.BrokerUnavailable`): nothing recorded, when no record
+had been handed to the producer; unknown otherwise. The events
 in flight (handed to the producer, not yet acked) are capped by
 ``max_in_flight``: past it a request is answered 503 at once instead of
 queueing in memory while Kafka is slow or away. Backend threads
@@ -126,9 +130,8 @@ class KafkaPublisher:
         if not count:
             return
         if self.in_flight + count > self.settings.max_in_flight:
-            raise BrokerUnavailable(
-                f"more than {self.settings.max_in_flight} events waiting for Kafka", self.settings.retry_after_s, "full"
-            )
+            waiting = f"more than {self.settings.max_in_flight} events waiting for Kafka"
+            raise BrokerUnavailable(waiting, self.settings.retry_after_s, "full", maybe_recorded=False)
         loop = asyncio.get_running_loop()
         acks = Acks(loop)
         self.in_flight += count
@@ -147,7 +150,8 @@ class KafkaPublisher:
             else:
                 await acks.done
         except Exception as exc:
-            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc)) from exc
+            retry_after = self.settings.retry_after_s
+            raise BrokerUnavailable(_reason(exc), retry_after, _cause(exc), acks.handed_over) from exc
         finally:
             self.in_flight -= count
             acks.abandon()
@@ -160,17 +164,24 @@ class KafkaPublisher:
 
     def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
         deadline = time.monotonic() + self._wait_s
+        sent: list[Any] = []
         try:
-            sent = [self._send_one(event) for event in events]
+            for event in events:
+                sent.append(self._send_one(event))
             for future in sent:
                 future.get(timeout=max(deadline - time.monotonic(), 0))
         except Exception as exc:
-            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc)) from exc
+            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc), bool(sent)) from exc
 
     def _send(self, events: Sequence[LabelEvent], acks: Acks) -> None:
-        """kafka-python's public way, a future per record: while the topic is unknown, or without the batch path."""
+        """kafka-python's public way, a future per record: while the topic is unknown, or without the batch path.
+
+        The first send waits for the topic's metadata; if it gives up, nothing was handed over.
+        """
+        first = self._send_one(events[0])
         acks.expect(len(events))
-        for event in events:
+        first.add_both(acks.record_settled)
+        for event in events[1:]:
             self._send_one(event).add_both(acks.record_settled)
 
     def _send_one(self, event: LabelEvent) -> Any:

@@ -76,4 +76,5 @@ def test_no_broker_means_an_honest_503(stack: Stack, topic: str) -> None:
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
     assert response.json()["error"] == "unavailable"
+    assert response.json()["recorded"] == response.headers["x-tally-recorded"] == "none"
     assert read_all(stack.settings.kafka.bootstrap, topic) == []

@@ -1,5 +1,6 @@
 """The broker goes away mid-stream and comes back: every 2xx is on the topic, once; the rest got an
-honest 503; ingest takes events again by itself once Kafka is back.
+honest 503 (none of those that said nothing was recorded is on the topic); ingest takes events again
+by itself once Kafka is back.
 
 On a broker of the test's own (the shared one is never stopped), with beacons
 sent through the ingest app one label per request, so each answer maps to
@@ -40,6 +41,8 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
         ensure_topic(kafka_settings.bootstrap, kafka_settings.topic, 6)
         settings = IngestSettings(kafka=kafka_settings, routes=frozenset({"track"}))
         answers: dict[str, int] = {}
+        recorded: dict[str, str | None] = {}
+        """What each 503 said of its event: ``none`` (nothing recorded) or ``unknown``."""
         retry_after: list[str | None] = []
         back_at: list[float] = []
 
@@ -60,6 +63,8 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
                 answers[label] = response.status_code
                 if response.status_code >= 300:
                     retry_after.append(response.headers.get("retry-after"))
+                    recorded[label] = response.headers.get("x-tally-recorded")
+                    assert response.json()["recorded"] == recorded[label]
                 return response.status_code
 
             while n < 100:  # before
@@ -88,5 +93,8 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
         assert {label: on_topic[label] for label in accepted} == dict.fromkeys(accepted, 1), (
             "every 2xx'd event on the topic exactly once"
         )
+        assert set(recorded.values()) <= {"none", "unknown"}, recorded
+        said_none = {label for label, said in recorded.items() if said == "none"}
+        assert not said_none & set(on_topic), "a 503 that said nothing was recorded, yet its event is on the topic"
     finally:
         own.kafka.process.stop()

@@ -117,7 +117,8 @@ def test_broker_down_is_503_with_retry_after(client: TestClient, publisher: Fake
     response = client.get("/track/", params={"labels": "signup"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
-    assert "nothing was recorded" in response.json()["message"]
+    assert "may have been recorded" in response.json()["message"]
+    assert response.json()["recorded"] == response.headers["x-tally-recorded"] == "unknown"
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
 
@@ -348,6 +349,7 @@ def test_cross_origin_beacon_may_read_the_dropped_header(client: TestClient) -> 
     assert response.status_code == 202
     assert response.headers["access-control-allow-origin"] == "*"
     assert "X-Tally-Dropped" in response.headers["access-control-expose-headers"]
+    assert "X-Tally-Recorded" in response.headers["access-control-expose-headers"]
 
 
 def test_allowed_origins_are_configurable(publisher: FakePublisher) -> None:

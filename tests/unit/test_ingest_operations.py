@@ -4,6 +4,7 @@ Metrics are read the way Prometheus reads them: the text of ``GET /metrics``.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from kafka.cluster import ClusterMetadata
+from kafka.errors import KafkaTimeoutError
 from kafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
@@ -349,6 +351,29 @@ def test_an_unexpected_error_on_a_beacon_route_is_a_plain_500_counted_as_such() 
         assert counted == 1
 
 
+@pytest.mark.parametrize("topic_known", [False, True])
+def test_a_503_says_whether_the_events_may_have_been_recorded(topic_known: bool) -> None:
+    """Unknown topic: the send gives up before any record is handed over. Known: records wait for acks in vain."""
+    from ingest.errors import BrokerUnavailable
+    from ingest.publish import KafkaPublisher, PublishSettings
+
+    publisher = KafkaPublisher("127.0.0.1:1", "t", PublishSettings(delivery_timeout_ms=700))
+    if topic_known:  # as if a broker had told the producer where the topic's partitions are, then left
+        publisher._producer._metadata._partitions["t"] = dict.fromkeys(range(6))
+    events = [LabelEvent("a", "", "", 1), LabelEvent("b", "", "", 1)]
+    try:
+        with pytest.raises(BrokerUnavailable) as refused:
+            asyncio.run(publisher.publish(events))
+        assert refused.value.maybe_recorded is topic_known
+        assert refused.value.body()["recorded"] == ("unknown" if topic_known else "none")
+        with pytest.raises(BrokerUnavailable) as refused_blocking:
+            publisher.publish_blocking(events)
+        assert refused_blocking.value.maybe_recorded is topic_known
+    finally:
+        with contextlib.suppress(KafkaTimeoutError):  # records still held: nobody waits for them any more
+            publisher._producer.close(timeout=0)
+
+
 def test_a_full_buffer_is_a_503_at_once() -> None:
     from ingest.errors import BrokerUnavailable
     from ingest.publish import KafkaPublisher, PublishSettings
@@ -359,5 +384,6 @@ def test_a_full_buffer_is_a_503_at_once() -> None:
         with pytest.raises(BrokerUnavailable, match="more than 2 events waiting") as refused:
             asyncio.run(publisher.publish([LabelEvent("a", "", "", 1), LabelEvent("b", "", "", 1)]))
         assert refused.value.cause == "full"
+        assert refused.value.headers()["X-Tally-Recorded"] == refused.value.body()["recorded"] == "none"
     finally:
         publisher._producer.close(timeout=0)
