@@ -99,7 +99,9 @@ class Outcomes:
     expected: Counter[Key] = field(default_factory=Counter)
     """Events answered 2xx: what must be counted."""
     uncertain: Counter[Key] = field(default_factory=Counter)
-    """Events of a 503 or of a request without an answer: must not be counted, kept to explain a difference."""
+    """Events of a 503 that says ``recorded: unknown`` or of a request without an answer: may be counted."""
+    not_recorded: Counter[Key] = field(default_factory=Counter)
+    """Events of a 503 that says ``recorded: none``: no allowance is made for them."""
     refused: Counter[Key] = field(default_factory=Counter)
     """Good-looking events of refused (4xx) requests or dropped as invalid or bot: must never be counted."""
     anomalies: list[str] = field(default_factory=list)
@@ -252,12 +254,13 @@ class Load:
         judge: Any,
     ) -> int:
         self.in_flight += 1
-        status, answer, dropped_header = 0, b"", None
+        status, answer, dropped_header, recorded = 0, b"", None, None
         try:
             async with session.request(method, self.url + path, headers=headers, data=body) as response:
                 answer = await response.read()
                 status = response.status
                 dropped_header = response.headers.get("X-Tally-Dropped")
+                recorded = response.headers.get("X-Tally-Recorded")
         except (aiohttp.ClientError, TimeoutError):
             status = 0
         finally:
@@ -271,6 +274,8 @@ class Load:
             for name, since in list(o.after.items()):
                 if due >= since:
                     o.expected_since[name].update(k[0] for k in counted)
+        elif status == 503 and recorded == "none":
+            o.not_recorded.update(keys)
         elif status == 503 or status == 0:
             o.uncertain.update(keys)
         o.refused.update(refused)

@@ -408,7 +408,7 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         lines.append(
             f"  {'day':<10} {'label':<14} {'category':<9} {'dom_id':<18} "
             + " ".join(f"{n:>10}" for n in SOURCES)
-            + f" {'503/none':>9} {'refused':>8}"
+            + f" {'unsure':>9} {'refused':>8}"
         )
         for key in rec.differences[:200]:
             v = rec.values[key]
@@ -421,8 +421,13 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
             lines.append(f"  ... and {len(rec.differences) - 200} more")
     lines += [f"  {d}" for d in rec.get_stats_differences[:50]]
     lines.append(
-        f"  events of 503s or unanswered requests: {sum(o.uncertain.values()):,}; found counted anyway "
-        f"(Kafka took them after their request gave up; README, known limits): {rec.counted_uncertain:,}"
+        f"  events of 503s that said recorded: unknown, or of unanswered requests: {sum(o.uncertain.values()):,}; "
+        f"found counted anyway (Kafka took them after their request gave up; README, known limits): "
+        f"{rec.counted_uncertain:,}"
+    )
+    lines.append(
+        f"  events of 503s that said recorded: none: {sum(o.not_recorded.values()):,} (no allowance: a counter "
+        "above its 2xx and unknown events is a difference)"
     )
     for what, ok, detail in rec.checks:
         lines.append(f"  [{'ok' if ok else 'FAIL'}] {what}: {detail}")
