@@ -359,7 +359,7 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         "",
         "Faults, with the windows before, during (from the fault to the service answering again) and after "
         f"({s.window_s:.0f} s)",
-        f"  {'window':<48} {'s':>5} {'req/s':>7} {'ev/s':>7} {'2xx %':>6} {'503/s':>6} {'none/s':>6} "
+        f"  {'window':<48} {'s':>5} {'req/s':>7} {'ev/s':>7} {'2xx %':>6} {'503/s':>6} {'unans/s':>7} "
         f"{'p50 ms':>7} {'p99 ms':>8} {'fresh p50':>9} {'p99':>6} {'max':>6}",
     ]
     recovery: list[tuple[str, bool, str]] = []
@@ -389,7 +389,7 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
             f = window_figures(run, records, start, end)
             lines.append(
                 f"    {name:<46} {f['seconds']:>5.0f} {f['req_s']:>7.1f} {f['events_s']:>7.1f} {f['ok_pct']:>6.1f} "
-                f"{f['s503']:>6.1f} {f['s0']:>6.1f} {f['p50_ms']:>7.1f} {f['p99_ms']:>8.1f} "
+                f"{f['s503']:>6.1f} {f['s0']:>7.1f} {f['p50_ms']:>7.1f} {f['p99_ms']:>8.1f} "
                 f"{f['fresh_p50']:>9.2f} {f['fresh_p99']:>6.2f} {f['fresh_max']:>6.2f}"
             )
     lines.append(
