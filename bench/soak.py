@@ -78,6 +78,8 @@ class SoakSettings:
     """The workers' table store: RocksDB, as the README advises for several workers (known bug, memory store)."""
     day_tz: str = "UTC"
     clickhouse_outage_s: float = 30.0
+    kafka_outage_s: float = 0.0
+    """How long the broker stays stopped before its restart: past the requests' wait (6 s), requests get 503s."""
     worker_down_s: float = SESSION_TIMEOUT_S + 5
     """kill -9 to restart: past the session timeout (README, known bug: a faster restart may stall)."""
     window_s: float = 20.0
@@ -273,9 +275,11 @@ class Soak:
 
     def restart_kafka(self) -> None:
         kafka = self.stack.stack.kafka
-        with self.fault("Kafka broker restart") as fault:
+        away = self.settings.kafka_outage_s
+        with self.fault("Kafka broker restart" + (f", away {away:.0f} s" if away else "")) as fault:
             kafka.process.stop(timeout_s=60)
             fault.marks["stopped"] = time.time()
+            time.sleep(away)
             kafka.start()
             fault.recovered = time.time()
 
@@ -500,12 +504,15 @@ def main(argv: list[str] | None = None) -> int:
         "--store", default=SoakSettings.store, help="the workers' table store (memory:// or rocksdb://)"
     )
     parser.add_argument("--clickhouse-outage", type=float, default=SoakSettings.clickhouse_outage_s)
+    parser.add_argument(
+        "--kafka-outage", type=float, default=SoakSettings.kafka_outage_s, help="seconds the broker stays stopped"
+    )
     parser.add_argument("--window", type=float, default=SoakSettings.window_s, help="seconds before/after a fault")
     args = parser.parse_args(argv)
     settings = SoakSettings(
         seconds=args.seconds, rate=args.rate, root=args.root.resolve(), results=args.results,
         name=args.name, day_tz=args.day_tz, store=args.store,
-        clickhouse_outage_s=args.clickhouse_outage, window_s=args.window,
+        clickhouse_outage_s=args.clickhouse_outage, kafka_outage_s=args.kafka_outage, window_s=args.window,
     )  # fmt: skip
     report = soak(settings)
     sys.stdout.write(report.text)
