@@ -13,6 +13,7 @@ either day: for its counter the days are compared summed.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -341,7 +342,9 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         f"run {datetime.fromtimestamp(t0, UTC):%Y-%m-%d %H:%M:%S} UTC; {machine}; load average "
         f"{' '.join(f'{x:.2f}' for x in run.load_before)} before, {' '.join(f'{x:.2f}' for x in run.load_after)} after"
         " (the machine is shared: other work may run beside the soak)",
-        f"command: python -m bench.soak --seconds {s.seconds:.0f} --rate {s.rate:.0f} --store {s.store}",
+        f"command: python -m bench.soak --seconds {s.seconds:.0f} --rate {s.rate:.0f} --store {s.store}"
+        + (f" --kafka-outage {s.kafka_outage_s:g}" if s.kafka_outage_s else "")
+        + "".join(f" ({key}={os.environ[key]})" for key in sorted(os.environ) if key.startswith("TALLY_")),
         f"day zone {s.day_tz}; simulated day boundary (client timestamps of JSON events): "
         + (f"{run.boundary.isoformat()}" if run.boundary else "none (a real midnight instead)"),
         "",

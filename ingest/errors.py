@@ -88,7 +88,8 @@ class BrokerUnavailable(IngestError):
     """Kafka did not take the events in time: 503, and try again later.
 
     ``cause`` is what metrics count it by: ``timeout`` (no ack in time),
-    ``error`` (Kafka or the producer refused) or ``full`` (too many events in flight).
+    ``error`` (Kafka or the producer refused), ``full`` (too many events in flight) or
+    ``down`` (Kafka failing lately: answered at once, see :class:`ingest.publish.Outage`).
 
     ``maybe_recorded`` says whether any of the events had been handed to the
     producer. If none had (Kafka unknown or away at the time of sending, too

@@ -5,7 +5,7 @@
     tally_ingest_events_accepted_by_day_total{day}       the same, by the day each event counts on (TALLY_DAY_TZ)
     tally_ingest_events_dropped_total{reason}            events not counted under their own label (DropReason)
     tally_ingest_publish_seconds                         from a request's first send to its last ack
-    tally_ingest_publish_failed_total{reason}            publishes answered 503: timeout, error, full
+    tally_ingest_publish_failed_total{reason}            publishes answered 503: timeout, error, full, down
     tally_ingest_events_in_flight                        handed to the producer, not yet acked (the buffer)
     tally_ingest_producer_*                              kafka-python's own figures (producer.metrics())
 
@@ -99,11 +99,12 @@ class IngestMetrics:
         )
         failed = Counter(
             "tally_ingest_publish_failed",
-            "Publishes answered 503: timeout (no ack in time), error (Kafka refused), full (too much in flight)",
+            "Publishes answered 503: timeout (no ack in time), error (Kafka refused), full (too much in flight), "
+            "down (Kafka failing: answered at once)",
             ["reason"],
             registry=r,
         )
-        self._failed = {reason: failed.labels(reason) for reason in ("timeout", "error", "full")}
+        self._failed = {reason: failed.labels(reason) for reason in ("timeout", "error", "full", "down")}
         self._in_flight = Gauge(
             "tally_ingest_events_in_flight",
             "Events handed to the Kafka producer and not yet acked",

@@ -21,7 +21,10 @@ may have reached Kafka, and its answer was lost. So a 503 says which it is
 had been handed to the producer; unknown otherwise. The events
 in flight (handed to the producer, not yet acked) are capped by
 ``max_in_flight``: past it a request is answered 503 at once instead of
-queueing in memory while Kafka is slow or away. Backend threads
+queueing in memory while Kafka is slow or away. And once Kafka has failed
+to acknowledge a request (:class:`Outage`), requests are answered 503 at
+once, with nothing handed to the producer, but for one probe a second,
+until a request is acknowledged again. Backend threads
 (:class:`ingest.client.Tracker`) wait on the same futures with
 ``publish_blocking``, under the same deadline.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -84,10 +87,60 @@ class PublishSettings:
     """TALLY_PUBLISH_MAX_IN_FLIGHT: events handed to the producer and not yet acked; past it, 503 at once."""
     compression: str = "lz4"
     """TALLY_PUBLISH_COMPRESSION: how record batches travel and are stored: ``none``, ``gzip``, ``lz4`` or ``zstd``."""
+    probe_every_ms: int = 1000
+    """TALLY_PUBLISH_PROBE_EVERY_MS: while Kafka fails, how often a request is let through to see if it is back.
+
+    0 lets every request through: each waits for Kafka, as without :class:`Outage`.
+    """
 
 
 COMPRESSIONS: Final = ("none", "gzip", "lz4", "zstd")
 """What TALLY_PUBLISH_COMPRESSION may say; the worker (aiokafka, with cramjam) and replay read each of them."""
+
+
+class Outage:
+    """Whether Kafka is failing to acknowledge, as this publisher last saw it; and who may try meanwhile.
+
+    Without it, while the broker is away every request hands its records to
+    the producer and waits the whole delivery timeout for a 503 that cannot
+    say whether they were recorded. With it, the first failure (no ack in
+    time, or Kafka's error, for records handed over) opens the outage:
+    requests are then answered 503 at once, nothing handed over (so nothing
+    recorded: a retry is safe), except one probe every ``probe_every_s``
+    that publishes as usual. The first request acknowledged, probe or one
+    still waiting from before, ends it. A circuit breaker, whose only signal
+    is the acks themselves.
+    """
+
+    def __init__(self, probe_every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.probe_every_s = probe_every_s
+        self.since: float | None = None
+        """When Kafka started failing; None while it acknowledges."""
+        self._next_probe = 0.0
+        self._clock = clock
+
+    def admits(self) -> bool:
+        """Whether a request may publish now: always, unless Kafka is failing and a probe went out lately."""
+        if self.since is None:
+            return True
+        now = self._clock()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + self.probe_every_s
+        return True
+
+    def failed(self) -> None:
+        if self.since is None:
+            self.since = self._clock()
+            self._next_probe = self.since + self.probe_every_s
+
+    def acknowledged(self) -> None:
+        self.since = None
+
+    def refusal(self, retry_after_s: int) -> BrokerUnavailable:
+        away = self._clock() - (self.since or 0.0)
+        reason = f"Kafka has not acknowledged for {away:.1f} s; nothing was sent"
+        return BrokerUnavailable(reason, retry_after_s, "down", maybe_recorded=False)
 
 
 class KafkaPublisher:
@@ -101,6 +154,7 @@ class KafkaPublisher:
         self._wait_s = settings.delivery_timeout_ms / 1000 + 1
         """How long a request waits for its acks: longer than the producer's own delivery timeout."""
         self._deadlines: Deadlines | None = None
+        self.outage = Outage(settings.probe_every_ms / 1000)
         request_timeout = max(settings.delivery_timeout_ms - settings.linger_ms - 100, 500)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
@@ -132,6 +186,8 @@ class KafkaPublisher:
         if self.in_flight + count > self.settings.max_in_flight:
             waiting = f"more than {self.settings.max_in_flight} events waiting for Kafka"
             raise BrokerUnavailable(waiting, self.settings.retry_after_s, "full", maybe_recorded=False)
+        if not self.outage.admits():
+            raise self.outage.refusal(self.settings.retry_after_s)
         loop = asyncio.get_running_loop()
         acks = Acks(loop)
         self.in_flight += count
@@ -150,8 +206,9 @@ class KafkaPublisher:
             else:
                 await acks.done
         except Exception as exc:
-            retry_after = self.settings.retry_after_s
-            raise BrokerUnavailable(_reason(exc), retry_after, _cause(exc), acks.handed_over) from exc
+            raise self._failed(exc, acks.handed_over) from exc
+        else:
+            self.outage.acknowledged()
         finally:
             self.in_flight -= count
             acks.abandon()
@@ -163,6 +220,8 @@ class KafkaPublisher:
         return self._deadlines
 
     def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
+        if not self.outage.admits():
+            raise self.outage.refusal(self.settings.retry_after_s)
         deadline = time.monotonic() + self._wait_s
         sent: list[Any] = []
         try:
@@ -171,7 +230,15 @@ class KafkaPublisher:
             for future in sent:
                 future.get(timeout=max(deadline - time.monotonic(), 0))
         except Exception as exc:
-            raise BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc), bool(sent)) from exc
+            raise self._failed(exc, bool(sent)) from exc
+        else:
+            self.outage.acknowledged()
+
+    def _failed(self, exc: BaseException, handed_over: bool) -> BrokerUnavailable:
+        """The 503 for a publish that failed; Kafka is failing if it did not acknowledge what it was handed."""
+        if handed_over:
+            self.outage.failed()
+        return BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc), handed_over)
 
     def _send(self, events: Sequence[LabelEvent], acks: Acks) -> None:
         """kafka-python's public way, a future per record: while the topic is unknown, or without the batch path.

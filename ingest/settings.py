@@ -54,6 +54,7 @@ class IngestSettings:
             retry_after_s=config("TALLY_RETRY_AFTER_S", cast=int, default=PublishSettings.retry_after_s),
             max_in_flight=_whole(config, "TALLY_PUBLISH_MAX_IN_FLIGHT", PublishSettings.max_in_flight),
             compression=_one_of(config, "TALLY_PUBLISH_COMPRESSION", COMPRESSIONS, PublishSettings.compression),
+            probe_every_ms=_whole(config, "TALLY_PUBLISH_PROBE_EVERY_MS", PublishSettings.probe_every_ms, least=0),
         )
         return cls(
             kafka=KafkaSettings.from_config(config),
@@ -89,10 +90,10 @@ def _one_of(
     return value
 
 
-def _whole(config: Config, key: str, default: int) -> int:
+def _whole(config: Config, key: str, default: int, least: int = 1) -> int:
     value: int = config(key, cast=int, default=default)
-    if value <= 0:
-        raise SettingError(f"{key}={value!r} must be greater than 0")
+    if value < least:
+        raise SettingError(f"{key}={value!r} must be {least} or more")
     return value
 
 

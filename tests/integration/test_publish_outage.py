@@ -94,6 +94,7 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
             "every 2xx'd event on the topic exactly once"
         )
         assert set(recorded.values()) <= {"none", "unknown"}, recorded
+        assert Counter(recorded.values())["none"] > 0, "once Kafka failed, requests were refused at once (none)"
         said_none = {label for label, said in recorded.items() if said == "none"}
         assert not said_none & set(on_topic), "a 503 that said nothing was recorded, yet its event is on the topic"
     finally:

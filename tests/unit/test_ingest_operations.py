@@ -4,7 +4,6 @@ Metrics are read the way Prometheus reads them: the text of ``GET /metrics``.
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -12,7 +11,6 @@ from typing import Any
 
 import pytest
 from kafka.cluster import ClusterMetadata
-from kafka.errors import KafkaTimeoutError
 from kafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
@@ -183,6 +181,7 @@ def test_operations_settings_from_the_environment() -> None:
         ("TALLY_INGEST_WORKERS", "0"),
         ("TALLY_LOG_LEVEL", "loud"),
         ("TALLY_PUBLISH_MAX_IN_FLIGHT", "-1"),
+        ("TALLY_PUBLISH_PROBE_EVERY_MS", "-1"),
         ("TALLY_PUBLISH_COMPRESSION", "snappy"),
     ],
 )
@@ -351,8 +350,15 @@ def test_an_unexpected_error_on_a_beacon_route_is_a_plain_500_counted_as_such() 
         assert counted == 1
 
 
+def close_dropping_what_it_holds(publisher: Any) -> None:
+    """Without a broker, records of a made-up topic (no leader) never expire, and close() would wait on them."""
+    publisher._producer._accumulator.abort_incomplete_batches()
+    publisher._producer.close(timeout=0)
+
+
+@pytest.mark.parametrize("blocking", [False, True])
 @pytest.mark.parametrize("topic_known", [False, True])
-def test_a_503_says_whether_the_events_may_have_been_recorded(topic_known: bool) -> None:
+def test_a_503_says_whether_the_events_may_have_been_recorded(topic_known: bool, blocking: bool) -> None:
     """Unknown topic: the send gives up before any record is handed over. Known: records wait for acks in vain."""
     from ingest.errors import BrokerUnavailable
     from ingest.publish import KafkaPublisher, PublishSettings
@@ -363,15 +369,51 @@ def test_a_503_says_whether_the_events_may_have_been_recorded(topic_known: bool)
     events = [LabelEvent("a", "", "", 1), LabelEvent("b", "", "", 1)]
     try:
         with pytest.raises(BrokerUnavailable) as refused:
-            asyncio.run(publisher.publish(events))
+            if blocking:  # the Tracker's way
+                publisher.publish_blocking(events)
+            else:
+                asyncio.run(publisher.publish(events))
         assert refused.value.maybe_recorded is topic_known
         assert refused.value.body()["recorded"] == ("unknown" if topic_known else "none")
-        with pytest.raises(BrokerUnavailable) as refused_blocking:
-            publisher.publish_blocking(events)
-        assert refused_blocking.value.maybe_recorded is topic_known
+        assert (publisher.outage.since is not None) is topic_known, "Kafka failing: it was handed events, no ack"
     finally:
-        with contextlib.suppress(KafkaTimeoutError):  # records still held: nobody waits for them any more
-            publisher._producer.close(timeout=0)
+        close_dropping_what_it_holds(publisher)
+
+
+def test_while_kafka_fails_requests_are_refused_at_once_but_a_probe_a_second() -> None:
+    from ingest.errors import BrokerUnavailable
+    from ingest.publish import KafkaPublisher, Outage, PublishSettings
+
+    publisher = KafkaPublisher("127.0.0.1:1", "t", PublishSettings(delivery_timeout_ms=700, probe_every_ms=1000))
+    now = [100.0]
+    publisher.outage = Outage(1.0, clock=lambda: now[0])
+    publisher._producer._metadata._partitions["t"] = dict.fromkeys(range(6))
+    events = [LabelEvent("a", "", "", 1)]
+
+    def refusal() -> BrokerUnavailable:
+        with pytest.raises(BrokerUnavailable) as refused:
+            asyncio.run(publisher.publish(events))
+        return refused.value
+
+    try:
+        assert refusal().cause == "timeout"  # handed over, never acked: Kafka is failing from now on
+        assert publisher.outage.since == 100.0
+        for _ in range(3):  # at once, nothing handed over: nothing recorded
+            fast = refusal()
+            assert (fast.cause, fast.recorded, publisher.in_flight) == ("down", "none", 0)
+            assert "has not acknowledged for" in str(fast)
+        with pytest.raises(BrokerUnavailable, match="nothing was sent"):
+            publisher.publish_blocking(events)
+        now[0] = 101.0  # a second later, one request goes through, and fails as Kafka is still away
+        assert refusal().cause == "timeout"
+        assert refusal().cause == "down"
+        publisher.outage.acknowledged()  # a request acknowledged: Kafka is back, nobody is refused any more
+        assert publisher.outage.admits() and publisher.outage.admits()
+        without = Outage(0.0, clock=lambda: now[0])  # TALLY_PUBLISH_PROBE_EVERY_MS=0: every request waits for Kafka
+        without.failed()
+        assert without.admits() and without.admits()
+    finally:
+        close_dropping_what_it_holds(publisher)
 
 
 def test_a_full_buffer_is_a_503_at_once() -> None:
