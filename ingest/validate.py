@@ -121,16 +121,6 @@ def events_from_json(body: bytes, limits: Limits, now_ms: int) -> Outcome:
     drops: list[Drop] = []
     restamped = 0
     for index, item in enumerate(items):
-        if type(item) is dict:  # the usual event, in full, checked here without a call per field
-            get = item.get
-            label, category, dom_id, ts = get("label", ""), get("category", ""), get("dom_id", ""), get("ts")
-            if type(ts) is int and lowest <= ts <= highest and type(label) is type(category) is type(dom_id) is str:
-                try:
-                    events.append(LabelEvent(label, category, dom_id, ts))
-                    positions.append(index)
-                    continue
-                except InvalidField:
-                    pass  # the way below names the field and the rule
         try:
             event, was_restamped = _event_from_item(item, now_ms, lowest, highest)
         except InvalidField as exc:
