@@ -78,8 +78,8 @@ bench-ingest: install
 
 ## dashboard-picture: docs/dashboard-overview.png, the overview dashboard drawn from its own queries (needs ClickHouse: `make up`)
 dashboard-picture: install
-	.venv/bin/python deploy/grafana/render.py
+	.venv/bin/python -m stack.render_dashboard
 
 ## soak: the whole system under mixed load and faults, reconciled (SOAK_SECONDS, default 600; README "Reliability")
 soak: install
-	flock /tmp/tally-bench.lock .venv/bin/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+	flock /tmp/tally-bench.lock .venv/bin/python -m soak.harness --seconds $(SOAK_SECONDS) $(SOAK_ARGS)

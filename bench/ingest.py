@@ -331,7 +331,7 @@ def versions(server_env: dict[str, str]) -> list[str]:
     ).stdout.split()
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("Copyright")[0].strip()
     nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
-    from deploy.stack import Stack, StackSettings
+    from stack.stack import Stack, StackSettings
 
     broker = Stack(StackSettings.from_env(os.environ)).kafka.version()
     return [
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("needs 2 cores: one for the server, one for wrk")
     ensure_tools()
 
-    from deploy.stack import Stack, StackSettings
+    from stack.stack import Stack, StackSettings
 
     stack = Stack(StackSettings.from_env(os.environ))
     # The stack's Kafka, started if it is not running (and stopped after), as the worker's benchmark does.
@@ -449,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> int:
-    from deploy.kafka import delete_topics, ensure_topic
     from ingest.settings import IngestSettings
+    from stack.kafka import delete_topics, ensure_topic
 
     topic = f"bench.ingest.{uuid.uuid4().hex[:10]}"
     env = {

@@ -46,9 +46,9 @@ from pathlib import Path
 import aiohttp
 from clickhouse_driver.util.escape import escape_params
 
-from ingest.counts import grouped_sql
-from ingest.params import CountsRequest
-from ingest.query import STATS_BY_DOM_IDS
+from query.counts import grouped_sql
+from query.params import CountsRequest
+from query.reader import STATS_BY_DOM_IDS
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client, config_from
 

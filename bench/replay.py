@@ -31,10 +31,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from aggregator import replay
 from bench.worker_load import counter_keys, preload, zipf_picker
-from deploy.kafka import delete_topics, ensure_topic
 from schema import migrations
 from schema.event import LabelEvent, encode, encode_key
 from schema.settings import ClickHouseSettings, clickhouse_client
+from stack.kafka import delete_topics, ensure_topic
 
 BOOTSTRAP = "127.0.0.1:9092"
 RESULTS = Path(__file__).parent / "results" / "replay.txt"

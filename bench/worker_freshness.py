@@ -29,11 +29,11 @@ from typing import Any
 
 from bench.worker_load import Key, counter_keys, zipf_picker
 from bench.worker_runs import PARTITIONS, Bench, daily_totals, differences, metric, pinned
-from deploy.ports import free_port
-from deploy.processes import Managed
-from deploy.stack import WORKER_READY, tally_command
 from schema.event import LabelEvent
 from schema.settings import clickhouse_client
+from stack.ports import free_port
+from stack.processes import Managed
+from stack.stack import WORKER_READY, tally_command
 
 PROBE_LABEL = "freshness_probe"
 REQUEST_EVENTS = 50  # ingest's MAX_LABELS_PER_REQUEST

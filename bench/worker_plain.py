@@ -30,7 +30,7 @@ from aggregator.settings import WorkerSettings
 from aggregator.write import ClickHouseWriter
 from bench.worker_load import topic_size
 from bench.worker_runs import PARTITIONS, Bench, WorkerRun, daily_totals, differences, hourly_sum, pinned, run_json
-from deploy.kafka import ensure_topic
+from stack.kafka import ensure_topic
 
 BATCH_MAX = WorkerSettings.batch_max  # the worker's batch, for a like-for-like changelog
 

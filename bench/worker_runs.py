@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.worker_load import Backlog, Key, topic_size
-from deploy.kafka import delete_topics, ensure_topic
-from deploy.ports import free_port
-from deploy.processes import Managed
-from deploy.stack import Stack, StackSettings, tally_command
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
+from stack.kafka import delete_topics, ensure_topic
+from stack.ports import free_port
+from stack.processes import Managed
+from stack.stack import Stack, StackSettings, tally_command
 
 PARTITIONS = 6
 POLL_S = 0.25

@@ -1,9 +1,7 @@
-"""The local stack, without Docker: Kafka and ClickHouse installed and run on
-loopback by the project's own code, plus the ``tally`` command that drives it.
+"""What ships to run Tally: the ``tally`` command (the image's entry point) and its logging.
 
-- :mod:`deploy.processes` -- starting, finding and stopping background processes
-- :mod:`deploy.kafka`      -- the broker from Maven Central jars, KRaft, and topics
-- :mod:`deploy.clickhouse` -- Debian's clickhouse-server with our config
-- :mod:`deploy.stack`      -- the whole stack: up, down, status
-- :mod:`deploy.cli`        -- ``tally up|down|status|migrate|ingest|worker``
+The image (``deploy/Dockerfile``), Kubernetes manifests (``deploy/k8s``), Grafana
+provisioning and dashboards (``deploy/grafana``) and Prometheus's scrape and alert
+rules (``deploy/prometheus``) live beside it. The no-Docker local stack is dev
+tooling and lives in :mod:`stack`.
 """

@@ -16,7 +16,7 @@ import sys
 import time
 from datetime import date, datetime, timedelta
 
-from deploy.stack import Stack, StackSettings, worker_web_port
+from stack.stack import Stack, StackSettings, worker_web_port
 
 
 def main(argv: list[str] | None = None) -> int:

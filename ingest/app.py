@@ -22,16 +22,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from ingest.api import ReadApi
 from ingest.errors import IngestError, as_response
 from ingest.metrics import IngestMetrics
 from ingest.observe import Observed, metrics_page, sample_producer_forever
 from ingest.pipeline import Pipeline
 from ingest.publish import KafkaPublisher, Publisher
-from ingest.query import StatsReader
 from ingest.settings import IngestSettings
 from ingest.track import Beacons, Served, track, track_pixel, track_post
 from ingest.web import routes as web_routes
+from query.api import ReadApi
+from query.reader import StatsReader
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -10,9 +10,9 @@ from starlette.config import Config
 from starlette.datastructures import CommaSeparatedStrings
 
 from ingest.guard import Policy
-from ingest.params import QuerySettings, route_groups
 from ingest.publish import COMPRESSIONS, PublishSettings
 from ingest.validate import Limits
+from query.params import QuerySettings, route_groups
 from schema.event import InvalidField, check_field
 from schema.settings import ClickHouseSettings, KafkaSettings, SettingError, config_from, zone
 

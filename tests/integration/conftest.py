@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from deploy.kafka import delete_topics, ensure_topic
-from deploy.ports import free_port
-from deploy.processes import Managed, http_status
-from deploy.stack import WORKER_READY, Stack, StackSettings, tally_command
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
+from stack.kafka import delete_topics, ensure_topic
+from stack.ports import free_port
+from stack.processes import Managed, http_status
+from stack.stack import WORKER_READY, Stack, StackSettings, tally_command
 
 T = TypeVar("T")
 PARTITIONS = 6

@@ -4,12 +4,12 @@ import asyncio
 
 import pytest
 
-from deploy.ports import free_port
-from deploy.stack import Stack
 from ingest.client import AsyncTracker, BrokerUnavailable, Tracker
 from ingest.settings import IngestSettings
 from schema.event import decode
 from schema.settings import KafkaSettings
+from stack.ports import free_port
+from stack.stack import Stack
 from tests.integration.test_ingest_send import messages
 
 pytestmark = pytest.mark.kafka

@@ -26,15 +26,23 @@ from typing import Any
 import pytest
 
 from aggregator.write import ClickHouseWriter, RollupRow
-from deploy import dashboards
-from deploy.clickhouse import HERE as CLICKHOUSE_CONFIG
-from deploy.clickhouse import server_binary
-from deploy.ports import free_port
-from deploy.processes import Managed
-from deploy.stack import Stack, tally_command
 from schema.settings import ClickHouseSettings, clickhouse_client
-from tests.dashboard_cases import EXPECTED, FRESHNESS, VARIABLE_CASES, Case, fixed_range, known_events, normalized
+from stack import dashboards
+from stack.clickhouse import HERE as CLICKHOUSE_CONFIG
+from stack.clickhouse import server_binary
+from stack.ports import free_port
+from stack.processes import Managed
+from stack.stack import Stack, tally_command
 from tests.integration.conftest import eventually
+from tests.support.dashboard_cases import (
+    EXPECTED,
+    FRESHNESS,
+    VARIABLE_CASES,
+    Case,
+    fixed_range,
+    known_events,
+    normalized,
+)
 
 pytestmark = [pytest.mark.clickhouse]
 
@@ -86,7 +94,7 @@ def zookeeper_answers(port: int) -> bool:
 
 
 def node_config(node: Node, nodes: list[Node], zookeeper_port: int, home: Path) -> Path:
-    """deploy/clickhouse/config.xml, plus the cluster, the keeper, this node's macros and replication port."""
+    """stack/clickhouse/config.xml, plus the cluster, the keeper, this node's macros and replication port."""
     (home / "data").mkdir(parents=True)
     base = (CLICKHOUSE_CONFIG / "config.xml").read_text().format(
         host="127.0.0.1", tcp_port=node.tcp_port, http_port=node.http_port, data_dir=home / "data",

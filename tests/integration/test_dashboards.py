@@ -3,9 +3,9 @@
 Known events go through `tally ingest` (JSON beacons with their own
 timestamps), Kafka and `tally worker` into ClickHouse. Each ClickHouse query
 of deploy/grafana/dashboards/*.json is then expanded for a fixed time range
-and variables (deploy/dashboards.py: the plugin's macros, Grafana's
+and variables (stack/dashboards.py: the plugin's macros, Grafana's
 variables) and run; its rows must be what counting the events by hand gives
-(tests/dashboard_cases.py). The Prometheus panels' expressions must name
+(tests/support/dashboard_cases.py). The Prometheus panels' expressions must name
 series and labels that the running services' /metrics really expose.
 """
 
@@ -25,13 +25,14 @@ import promql_parser
 import pytest
 import yaml
 
-from deploy import dashboards
-from deploy.kafka import delete_topics, ensure_topic
-from deploy.ports import free_port
-from deploy.stack import Stack
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
-from tests.dashboard_cases import (
+from stack import dashboards
+from stack.kafka import delete_topics, ensure_topic
+from stack.ports import free_port
+from stack.stack import Stack
+from tests.integration.conftest import PARTITIONS, Services, eventually
+from tests.support.dashboard_cases import (
     EXPECTED,
     FRESHNESS,
     VARIABLE_CASES,
@@ -41,7 +42,6 @@ from tests.dashboard_cases import (
     known_events,
     normalized,
 )
-from tests.integration.conftest import PARTITIONS, Services, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -149,7 +149,7 @@ def test_panel_answers_the_counts_of_the_events_sent(query: dashboards.Query, co
         # The worker wrote after the events were sent, and the answer cannot be from the future.
         assert 0 <= seconds <= (datetime.now(UTC) - counted.sent_at).total_seconds() + 1, (seconds, before)
         return
-    assert query.key in EXPECTED, f"{query.key}: add what it must answer to tests/dashboard_cases.py"
+    assert query.key in EXPECTED, f"{query.key}: add what it must answer to tests/support/dashboard_cases.py"
     for name, variables in VARIABLE_CASES.items():
         case = Case(counted.events, time_range, variables)
         rows = run(counted.settings, dashboards.expand(query.text, time_range, variables))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.stack import tally_command
+from stack.stack import tally_command
 from tests.integration.conftest import Services, eventually
 from tests.integration.test_ingest_send import on_topic
 

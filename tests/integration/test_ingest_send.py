@@ -13,14 +13,14 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from starlette.testclient import TestClient
 
-from deploy.ports import free_port
-from deploy.stack import Stack
 from ingest.app import create_app
 from ingest.guard import OVERFLOW_LABEL
 from ingest.settings import IngestSettings
 from ingest.validate import Limits
 from schema.event import decode
 from schema.settings import KafkaSettings
+from stack.ports import free_port
+from stack.stack import Stack
 from tests.integration.conftest import PARTITIONS
 
 pytestmark = pytest.mark.kafka

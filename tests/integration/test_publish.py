@@ -9,13 +9,13 @@ from aiokafka.structs import TopicPartition as AioTopicPartition
 from kafka import KafkaConsumer, TopicPartition
 from starlette.testclient import TestClient
 
-from deploy.ports import free_port
-from deploy.stack import Stack
 from ingest.app import create_app
 from ingest.publish import COMPRESSIONS, KafkaPublisher, PublishSettings
 from ingest.settings import IngestSettings
 from schema.event import LabelEvent, decode
 from schema.settings import KafkaSettings
+from stack.ports import free_port
+from stack.stack import Stack
 
 pytestmark = pytest.mark.kafka
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from deploy.kafka import ensure_topic
-from deploy.ports import free_port
-from deploy.stack import Stack, StackSettings
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 from schema.event import decode
 from schema.settings import ClickHouseSettings, KafkaSettings
+from stack.kafka import ensure_topic
+from stack.ports import free_port
+from stack.stack import Stack, StackSettings
 from tests.integration.test_publish import read_all
 
 pytestmark = pytest.mark.kafka

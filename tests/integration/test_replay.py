@@ -10,10 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from deploy.stack import tally_command
 from ingest.publish import KafkaPublisher, PublishSettings
 from schema.event import LabelEvent
 from schema.settings import clickhouse_client
+from stack.stack import tally_command
 from tests.integration.conftest import Services, daily_stats, eventually
 from tests.integration.test_worker_exactness import Load, assert_exact
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from deploy.stack import tally_command
 from schema.settings import clickhouse_client
+from stack.stack import tally_command
 from tests.integration.conftest import Services, daily_stats, eventually
 from tests.integration.test_replay import corrupt, publish_past_days
 from tests.integration.test_worker_exactness import Load, assert_exact

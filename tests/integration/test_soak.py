@@ -2,7 +2,7 @@
 
 One run (about three minutes) on a stack of its own -- a Kafka broker and a
 ClickHouse server on free ports, data under ``.stack/soak-ci/`` -- never the
-local stack's servers, which it neither restarts nor stops. ``bench/soak.py``
+local stack's servers, which it neither restarts nor stops. ``soak/harness.py``
 does the work; its report is written under pytest's temporary directory.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak import SESSION_TIMEOUT_S, SoakSettings, soak
-from bench.soak_report import Report
-from deploy.stack import CHECKOUT
+from soak.harness import SESSION_TIMEOUT_S, SoakSettings, soak
+from soak.report import Report
+from stack.stack import CHECKOUT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 

@@ -35,8 +35,8 @@ from urllib.parse import unquote
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, expect, sync_playwright
 
-from deploy.stack import tally_command
 from ingest.web import LIBRARY
+from stack.stack import tally_command
 from tests.integration.conftest import Services, daily_stats
 from tests.integration.test_stats_page import CHROMIUM, CHROMIUM_ARGS
 

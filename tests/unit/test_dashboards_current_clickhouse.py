@@ -18,10 +18,18 @@ import pytest
 import yaml
 from chdb import session as chs  # type: ignore[import-untyped]
 
-from deploy import dashboards
-from deploy.dashboards import ALL, TimeRange, UnsupportedQuery, expand
 from schema import migrations
-from tests.dashboard_cases import EXPECTED, FRESHNESS, VARIABLE_CASES, Case, fixed_range, known_events, normalized
+from stack import dashboards
+from stack.dashboards import ALL, TimeRange, UnsupportedQuery, expand
+from tests.support.dashboard_cases import (
+    EXPECTED,
+    FRESHNESS,
+    VARIABLE_CASES,
+    Case,
+    fixed_range,
+    known_events,
+    normalized,
+)
 
 NOW = datetime.now(UTC)
 EVENTS = known_events(NOW)

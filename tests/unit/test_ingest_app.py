@@ -17,9 +17,9 @@ from starlette.testclient import TestClient
 from ingest.answer import TRANSPARENT_GIF
 from ingest.app import create_app
 from ingest.errors import BrokerUnavailable
-from ingest.params import QuerySettings
 from ingest.settings import IngestSettings
 from ingest.validate import Limits
+from query.params import QuerySettings
 from schema.event import LabelEvent, encode
 
 READ_TOKEN = "unit-test-read-token"

@@ -142,7 +142,7 @@ def test_each_pod_runs_a_tally_command_of_the_image(kind: str, name: str, capsys
 
 def test_configuration_is_known_settings_and_reaches_the_external_services() -> None:
     config = resources()[("ConfigMap", "tally-config")]["data"]
-    sources = "\n".join(p.read_text() for package in ("schema", "ingest", "aggregator", "deploy")
+    sources = "\n".join(p.read_text() for package in ("schema", "ingest", "query", "aggregator", "deploy")
                         for p in (ROOT / package).rglob("*.py"))  # fmt: skip
     unknown = [key for key in config if f'"{key}"' not in sources]
     assert not unknown, f"settings nobody reads: {unknown}"

@@ -15,12 +15,12 @@ import pytest
 import schemathesis
 from starlette.testclient import TestClient
 
-from deploy.stack import DEV_READ_TOKEN, Stack, StackSettings
 from ingest.app import create_app
-from ingest.cache import QueryCache
-from ingest.params import ENDPOINT_PARAMS, MAX_VALUES_PER_FILTER, QuerySettings
 from ingest.settings import IngestSettings
+from query.cache import QueryCache
+from query.params import ENDPOINT_PARAMS, MAX_VALUES_PER_FILTER, QuerySettings
 from schema.settings import SettingError
+from stack.stack import DEV_READ_TOKEN, Stack, StackSettings
 from tests.unit.test_ingest_app import FakePublisher
 
 TOKEN = "a-long-enough-read-token"
@@ -395,7 +395,7 @@ def test_the_local_stack_keeps_get_stats_public_and_has_a_dev_token(monkeypatch:
 
 def test_group_by_repeated_past_the_list_limit_is_400() -> None:
     from ingest.errors import InvalidParameter
-    from ingest.params import MAX_VALUES_PER_FILTER, _group_by
+    from query.params import MAX_VALUES_PER_FILTER, _group_by
 
     with pytest.raises(InvalidParameter) as caught:
         _group_by(["day"] * (MAX_VALUES_PER_FILTER + 1))

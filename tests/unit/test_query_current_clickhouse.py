@@ -11,8 +11,8 @@ from chdb import session as chs  # type: ignore[import-untyped]
 from clickhouse_driver.util.escape import escape_params
 
 from aggregator.write import INSERT_DAILY, INSERT_HOURLY
-from ingest import counts
-from ingest.params import CountsRequest
+from query import counts
+from query.params import CountsRequest
 from schema import migrations
 
 DAY = date(2026, 11, 25)

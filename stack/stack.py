@@ -14,11 +14,11 @@ from pathlib import Path
 
 from starlette.config import Config
 
-from deploy.clickhouse import ClickHouseServer
-from deploy.kafka import KafkaServer, ensure_topic
-from deploy.processes import Managed, http_status
 from schema import migrations
 from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
+from stack.clickhouse import ClickHouseServer
+from stack.kafka import KafkaServer, ensure_topic
+from stack.processes import Managed, http_status
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 # What a Faust worker logs once it has recovered its tables and is consuming.

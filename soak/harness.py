@@ -1,13 +1,13 @@
 """The whole system under load and faults, then reconciled: ``make soak`` (``SOAK_SECONDS``, default 600).
 
-    python -m bench.soak --seconds 600 [--rate 150] [--results bench/results] [--name soak-600s]
+    python -m soak.harness --seconds 600 [--rate 150] [--results bench/results] [--name soak-600s]
 
 1. Starts a stack of its own, apart from the local one (which other work
    may be using): a Kafka broker and a ClickHouse server on free ports, with
    their data under ``.stack/soak/`` (wiped at each start; ``--root`` to
    move it), the events topic and the schema, ``tally ingest`` and two
    ``tally worker`` processes.
-2. Sends the mixed load of :mod:`bench.soak_load` for the duration, and,
+2. Sends the mixed load of :mod:`soak.load` for the duration, and,
    while it runs, one after the other: ``kill -9`` of worker 2 and its
    restart, a restart of the Kafka broker, ClickHouse stopped for 30 s and
    started, a restart of ingest. Meanwhile a watchdog notes (and restarts,
@@ -15,7 +15,7 @@
    times the probes' freshness.
 3. Drains: waits until ClickHouse holds as many events as were answered 2xx
    and stays so.
-4. Reconciles (:mod:`bench.soak_report`) per (day, label, category,
+4. Reconciles (:mod:`soak.report`) per (day, label, category,
    dom_id): 2xx events == ``daily_stats`` == the sum of ``hourly_stats`` ==
    ``/api/v1/counts``, and ``/get_stats/`` per (day, dom_id, label); no
    event of a refused request or a bot counted; the reconciliation metrics
@@ -50,12 +50,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bench.soak_load import PROBE_LABEL, Load, LoadSettings, Outcomes, boundary_for
-from bench.soak_report import RECOVERY_LIMIT_S, RECOVERY_PROBE_S
-from deploy.ports import free_port
-from deploy.processes import Managed, http_status
-from deploy.stack import CHECKOUT, WORKER_READY, Stack, StackSettings, tally_command
 from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
+from soak.load import PROBE_LABEL, Load, LoadSettings, Outcomes, boundary_for
+from soak.report import RECOVERY_LIMIT_S, RECOVERY_PROBE_S
+from stack.ports import free_port
+from stack.processes import Managed, http_status
+from stack.stack import CHECKOUT, WORKER_READY, Stack, StackSettings, tally_command
 
 READ_TOKEN = "tally-soak-read-token-0123456789"
 TOPIC = "soak.events"
@@ -103,7 +103,7 @@ class Fault:
 
 @dataclass
 class Run:
-    """What a soak run saw; :mod:`bench.soak_report` turns it into the report."""
+    """What a soak run saw; :mod:`soak.report` turns it into the report."""
 
     settings: SoakSettings
     started: float = 0.0
@@ -475,7 +475,7 @@ def say(line: str) -> None:
 
 def soak(settings: SoakSettings) -> Any:
     """Run, reconcile and report; return the report (``report.ok`` says whether everything matched)."""
-    from bench.soak_report import reconcile, write_report
+    from soak.report import reconcile, write_report
 
     runner = Soak(settings)
     try:

@@ -2,13 +2,13 @@
 
 Grafana cannot run here, so this runs what Grafana would: every ClickHouse
 panel of ``dashboards/overview.json`` and the heat-map panel, expanded for the
-last 7 days (deploy/dashboards.py), on the local stack's ClickHouse, and draws
+last 7 days (stack/dashboards.py), on the local stack's ClickHouse, and draws
 their rows with matplotlib in the dashboard's layout. The data is a week of
 roll-ups of made-up traffic (a daily rhythm, a dozen labels of Zipf-like
 popularity), written by the worker's own writer into a database of its own,
 which is dropped afterwards.
 
-    .venv/bin/python deploy/grafana/render.py [--out docs/dashboard-overview.png]
+    .venv/bin/python -m stack.render_dashboard [--out docs/dashboard-overview.png]
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.patches import Rectangle
 
 from aggregator.write import ClickHouseWriter, RollupRow
-from deploy import dashboards
-from deploy.stack import StackSettings
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
+from stack import dashboards
+from stack.stack import StackSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 LABELS = [  # label, category, dom ids, weight
     ("home", "", [""], 40),
     ("signup_clicked", "forms", ["signup-top", "signup-footer"], 12),

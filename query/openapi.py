@@ -1,11 +1,11 @@
-"""The OpenAPI 3.0 document of the read API, built from the parameter specs of :mod:`ingest.params`."""
+"""The OpenAPI 3.0 document of the read API, built from the parameter specs of :mod:`query.params`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ingest.params import ENDPOINT_PARAMS, GROUP_KEYS, MAX_VALUES_PER_FILTER, PARAMS, QuerySettings
-from ingest.query import MAX_DOM_IDS_PER_QUERY
+from query.params import ENDPOINT_PARAMS, GROUP_KEYS, MAX_VALUES_PER_FILTER, PARAMS, QuerySettings
+from query.reader import MAX_DOM_IDS_PER_QUERY
 
 SUMMARIES = {
     "counts": (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ingest.params import CountsRequest
+from query.params import CountsRequest
 
 _SELECT: Final = {
     "day": "day",

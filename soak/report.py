@@ -26,11 +26,11 @@ from urllib.parse import urlencode
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.soak_load import Key, Record
 from schema.settings import clickhouse_client
+from soak.load import Key, Record
 
 if TYPE_CHECKING:
-    from bench.soak import Run, SoakStack
+    from soak.harness import Run, SoakStack
 
 SOURCES = ("2xx", "clickhouse", "hourly", "api")
 BUCKET_S = 5
@@ -157,7 +157,7 @@ def _rows(client: Any, view: str) -> Counter[Key]:
 
 
 def _api_counts(stack: SoakStack, days: Sequence[str]) -> Counter[Key]:
-    from bench.soak import READ_TOKEN
+    from soak.harness import READ_TOKEN
 
     if not days:
         return Counter()
@@ -342,7 +342,7 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         f"run {datetime.fromtimestamp(t0, UTC):%Y-%m-%d %H:%M:%S} UTC; {machine}; load average "
         f"{' '.join(f'{x:.2f}' for x in run.load_before)} before, {' '.join(f'{x:.2f}' for x in run.load_after)} after"
         " (the machine is shared: other work may run beside the soak)",
-        f"command: python -m bench.soak --seconds {s.seconds:.0f} --rate {s.rate:.0f} --store {s.store}"
+        f"command: python -m soak.harness --seconds {s.seconds:.0f} --rate {s.rate:.0f} --store {s.store}"
         + (f" --kafka-outage {s.kafka_outage_s:g}" if s.kafka_outage_s else "")
         + "".join(f" ({key}={os.environ[key]})" for key in sorted(os.environ) if key.startswith("TALLY_")),
         f"day zone {s.day_tz}; simulated day boundary (client timestamps of JSON events): "

@@ -2,7 +2,7 @@
 
 Every parameter of ``/api/v1`` is declared once here (:data:`PARAMS`), with
 its description and the JSON schema of its value. The same specs validate a
-request (:func:`parse`) and document it (:mod:`ingest.openapi`), so the
+request (:func:`parse`) and document it (:mod:`query.openapi`), so the
 OpenAPI document cannot drift from what the app accepts.
 
 Any rule broken is a 400 naming the field and the rule: a malformed or

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.processes import Managed
+from stack.processes import Managed
 
 HERE = Path(__file__).parent / "clickhouse"
 SERVER_CANDIDATES = ("clickhouse-server", "/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server")

@@ -1,6 +1,6 @@
 """Apache Kafka for the local stack: official jars from Maven Central, KRaft mode.
 
-``deploy/kafka/pom.xml`` pins the version; ``mvn dependency:copy-dependencies``
+``stack/kafka/pom.xml`` pins the version; ``mvn dependency:copy-dependencies``
 puts the broker's jars in ``.stack/kafka/libs`` once. The storage directory is
 formatted on first start with a fresh cluster id.
 """
@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.processes import Managed
+from stack.processes import Managed
 
 HERE = Path(__file__).parent / "kafka"
 MAIN_CLASS = "kafka.Kafka"

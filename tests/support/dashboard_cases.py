@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from deploy.dashboards import ALL, TimeRange
+from stack.dashboards import ALL, TimeRange
 
 
 @dataclass(frozen=True)

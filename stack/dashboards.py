@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-DASHBOARDS = Path(__file__).resolve().parent / "grafana" / "dashboards"
+DASHBOARDS = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
 CLICKHOUSE_PLUGIN = "grafana-clickhouse-datasource"
 PROMETHEUS = "prometheus"
 ALL = "$__all"

@@ -2,10 +2,10 @@
 
 A read goes ``authorize → parse → query (through the cache) → answer``:
 
-- :mod:`ingest.auth`    a bearer token with read scope (``/get_stats/`` may be public)
-- :mod:`ingest.params`  the parameters, or a 400 naming the field and the rule
-- :mod:`ingest.counts`  parameterised SQL on the ``*_stats`` views, and the rows back
-- :mod:`ingest.cache`   identical queries within ``TALLY_QUERY_CACHE_TTL_S`` share one answer
+- :mod:`query.auth`    a bearer token with read scope (``/get_stats/`` may be public)
+- :mod:`query.params`  the parameters, or a 400 naming the field and the rule
+- :mod:`query.counts`  parameterised SQL on the ``*_stats`` views, and the rows back
+- :mod:`query.cache`   identical queries within ``TALLY_QUERY_CACHE_TTL_S`` share one answer
 - :func:`answer`        JSON or CSV, saying how fresh the counts are
 
 ``/api/v1`` endpoints (all GET; the OpenAPI document is ``/api/v1/openapi.json``):
@@ -29,13 +29,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ingest import counts as sql
-from ingest.auth import ReadTokens
-from ingest.cache import QueryCache, Rows
-from ingest.counts import Counts
-from ingest.openapi import document
-from ingest.params import CountsRequest, QuerySettings, parse
-from ingest.query import STATS_BY_DOM_IDS, StatsReader, parse_day, parse_dom_ids, stats_rows
+from query import counts as sql
+from query.auth import ReadTokens
+from query.cache import QueryCache, Rows
+from query.counts import Counts
+from query.openapi import document
+from query.params import CountsRequest, QuerySettings, parse
+from query.reader import STATS_BY_DOM_IDS, StatsReader, parse_day, parse_dom_ids, stats_rows
 
 STATS_PAGE: Final = Path(__file__).resolve().parent.parent / "web" / "stats"
 FRESH_HEADER: Final = "X-Tally-Fresh-As-Of"

@@ -1,7 +1,7 @@
 """The read side's connection to ClickHouse, and the seed's heat-map query.
 
 :class:`StatsReader` runs read queries on a small pool of connections, off
-the event loop. ``GET /get_stats/?dom_ids=a|b|`` (served by :mod:`ingest.api`)
+the event loop. ``GET /get_stats/?dom_ids=a|b|`` (served by :mod:`query.api`)
 is the seed's call, unchanged: today's counts (or ``day=YYYY-MM-DD``) as
 ``[[dom_id, counter, label], ...]``, one row per (dom_id, label), summed over
 categories, out of the ``daily_stats`` view.
@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 from starlette.concurrency import run_in_threadpool
 
-from ingest import params
 from ingest.errors import InvalidBeacon, StoreUnavailable
+from query import params
 from schema.event import InvalidField, check_field
 from schema.settings import ClickHouseSettings, clickhouse_client
 

@@ -1,0 +1,1 @@
+"""What the tests share: fakes behind the services' interfaces and the servers' helpers."""
