@@ -8,7 +8,7 @@ from ingest.client import AsyncTracker, BrokerUnavailable, InvalidBeacon, Tracke
 from ingest.guard import OVERFLOW_LABEL
 from ingest.settings import IngestSettings
 from ingest.validate import Limits
-from tests.unit.test_ingest_app import FakePublisher
+from tests.support.fakes import FakePublisher
 
 
 def test_incr_labels_publishes_each_label_and_says_what_was_accepted() -> None:

@@ -2,90 +2,21 @@
 
 Every way a browser sends (GET, the pixel, POST text/plain and JSON), as a
 caller sees it: the status, the body naming field and rule, the headers,
-and what reached the (fake) publisher. Other ingest tests reuse
-:class:`FakePublisher` and :func:`running`.
+and what reached the (fake) publisher. The fakes are in
+:mod:`tests.support.fakes`.
 """
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
 from ingest.answer import TRANSPARENT_GIF
-from ingest.app import create_app
-from ingest.errors import BrokerUnavailable
 from ingest.settings import IngestSettings
 from ingest.validate import Limits
-from query.params import QuerySettings
-from schema.event import LabelEvent, encode
-
-READ_TOKEN = "unit-test-read-token"
-AUTH = {"authorization": f"Bearer {READ_TOKEN}"}
-DEFAULTS = IngestSettings(query=QuerySettings(read_tokens=(READ_TOKEN,)))
-"""The documented defaults, with a read token for the query routes."""
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.published: list[LabelEvent] = []
-        self.down = False
-
-    async def publish(self, events: Sequence[LabelEvent]) -> None:
-        if self.down:
-            raise BrokerUnavailable("Kafka did not acknowledge in time", retry_after_s=7)
-        self.published.extend(events)
-
-    def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
-        if self.down:
-            raise BrokerUnavailable("Kafka did not acknowledge in time", retry_after_s=7)
-        self.published.extend(events)
-
-    def fields(self) -> list[tuple[str, str, str]]:
-        return [(e.label, e.category, e.dom_id) for e in self.published]
-
-    def ready(self) -> bool:
-        return not self.down
-
-    def close(self) -> None:
-        pass
-
-
-class FakeReader:
-    def __init__(self) -> None:
-        self.queries: list[dict[str, Any]] = []
-
-    async def execute(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        self.queries.append(params)
-        return [(d, 3, "signup") for d in params["dom_ids"]]
-
-    def ready(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-@pytest.fixture
-def publisher() -> FakePublisher:
-    return FakePublisher()
-
-
-@pytest.fixture
-def reader() -> FakeReader:
-    return FakeReader()
-
-
-@contextmanager
-def running(
-    publisher: FakePublisher, settings: IngestSettings | None = None, reader: FakeReader | None = None
-) -> Iterator[TestClient]:
-    """The app with ``settings`` (default: the documented defaults and a read token), behind fakes."""
-    app = create_app(settings or DEFAULTS, lambda _: publisher, lambda _: reader or FakeReader())
-    with TestClient(app) as client:
-        yield client
+from schema.event import encode
+from tests.support.fakes import AUTH, FakePublisher, FakeReader, running
 
 
 @pytest.fixture

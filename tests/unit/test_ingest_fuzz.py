@@ -13,7 +13,7 @@ from ingest.errors import InvalidBeacon
 from ingest.parse import TooManyFields, parse_labels
 from ingest.validate import Limits, events_from_query
 from schema.event import LabelEvent, decode, encode
-from tests.unit.test_ingest_app import FakePublisher, running
+from tests.support.fakes import FakePublisher, running
 
 fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -23,7 +23,7 @@ from ingest.publish import RememberingPartitioner
 from ingest.settings import IngestSettings
 from schema.event import LabelEvent, encode, encode_key, value_of
 from schema.settings import SettingError
-from tests.unit.test_ingest_app import DEFAULTS, FakePublisher, running
+from tests.support.fakes import DEFAULTS, FakePublisher, running
 
 BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"}
 

@@ -13,7 +13,7 @@ from ingest.settings import IngestSettings
 from ingest.validate import Limits
 from schema.event import LabelEvent
 from schema.settings import SettingError
-from tests.unit.test_ingest_app import FakePublisher, running
+from tests.support.fakes import FakePublisher, running
 
 HOUR_MS = 3_600_000
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"

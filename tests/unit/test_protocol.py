@@ -11,7 +11,7 @@ import uvicorn
 
 from ingest.app import create_app
 from ingest.protocol import ONE_WRITE_HTTP
-from tests.unit.test_ingest_app import DEFAULTS, FakePublisher, FakeReader
+from tests.support.fakes import DEFAULTS, FakePublisher, FakeReader
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"}
 

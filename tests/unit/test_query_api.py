@@ -21,7 +21,7 @@ from query.cache import QueryCache
 from query.params import ENDPOINT_PARAMS, MAX_VALUES_PER_FILTER, QuerySettings
 from schema.settings import SettingError
 from stack.stack import DEV_READ_TOKEN, Stack, StackSettings
-from tests.unit.test_ingest_app import FakePublisher
+from tests.support.fakes import FakePublisher
 
 TOKEN = "a-long-enough-read-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}

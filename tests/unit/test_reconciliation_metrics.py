@@ -12,7 +12,7 @@ from aggregator.count import Tally
 from aggregator.metrics import WorkerMetrics, day_totals
 from ingest.metrics import DAYS_KEPT, IngestMetrics
 from schema.event import LabelEvent
-from tests.unit.test_ingest_app import DEFAULTS, FakePublisher, running
+from tests.support.fakes import DEFAULTS, FakePublisher, running
 from tests.unit.test_ingest_operations import BROWSER, scrape
 
 

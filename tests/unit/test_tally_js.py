@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from ingest.settings import IngestSettings
 from ingest.web import JQUERY, LIBRARY, LIBRARY_MAX_AGE_S
-from tests.unit.test_ingest_app import FakePublisher, running
+from tests.support.fakes import FakePublisher, running
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "web" / "tally.js"
