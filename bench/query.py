@@ -47,8 +47,8 @@ import aiohttp
 from clickhouse_driver.util.escape import escape_params
 
 from query.counts import grouped_sql
+from query.heatmap import STATS_BY_DOM_IDS
 from query.params import CountsRequest
-from query.reader import STATS_BY_DOM_IDS
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client, config_from
 

@@ -30,8 +30,10 @@ from ingest.publish import KafkaPublisher, Publisher
 from ingest.settings import IngestSettings
 from ingest.track import Beacons, Served, track, track_pixel, track_post
 from ingest.web import routes as web_routes
+from query.answer import error_response
 from query.api import ReadApi
-from query.reader import StatsReader
+from query.errors import QueryError
+from query.store import StatsReader
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -125,7 +127,7 @@ def create_app(
             Middleware(Observed, access_log=settings.access_log),
             Middleware(CORSMiddleware, **cors),
         ],
-        exception_handlers={IngestError: as_response},
+        exception_handlers={IngestError: as_response, QueryError: error_response},
         lifespan=lifespan,
     )
     if "track" in settings.routes:  # the beacons' GET and POST skip Starlette's layers (same answers; ingest.track)

@@ -1,4 +1,4 @@
-"""What can go wrong in ingest and its reads, mapped to HTTP in one place (:func:`as_response`).
+"""What can go wrong in ingest, mapped to HTTP in one place (:func:`as_response`).
 
 Each error carries its status, its JSON body and its headers; the answer's
 form (JSON, or a GIF for the pixel route) is :mod:`ingest.answer`'s.
@@ -61,29 +61,6 @@ class UnsupportedMediaType(InvalidBeacon):
     code = "unsupported_media_type"
 
 
-class InvalidParameter(InvalidBeacon):
-    """A read query's parameter broke a rule: 400, naming the parameter and the rule."""
-
-
-class Unauthorized(IngestError):
-    """A read without a valid bearer token (read scope): 401 with ``WWW-Authenticate``."""
-
-    status = 401
-    code = "unauthorized"
-
-    def __init__(self, rule: str, token_given: bool) -> None:
-        super().__init__(f"authorization: {rule}")
-        self.rule = rule
-        self.token_given = token_given
-
-    def body(self) -> dict[str, object]:
-        return {"error": self.code, "field": "authorization", "rule": self.rule, "message": str(self)}
-
-    def headers(self) -> dict[str, str]:
-        challenge = 'Bearer realm="tally", scope="read"'
-        return {"WWW-Authenticate": challenge + (', error="invalid_token"' if self.token_given else "")}
-
-
 class BrokerUnavailable(IngestError):
     """Kafka did not take the events in time: 503, and try again later.
 
@@ -120,16 +97,6 @@ class BrokerUnavailable(IngestError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s), "X-Tally-Recorded": self.recorded}
-
-
-class StoreUnavailable(IngestError):
-    """ClickHouse did not answer a stats query: 503."""
-
-    status = 503
-    code = "unavailable"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "5"}
 
 
 async def as_response(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from starlette.config import Config
@@ -12,9 +13,11 @@ from starlette.datastructures import CommaSeparatedStrings
 from ingest.guard import Policy
 from ingest.publish import COMPRESSIONS, PublishSettings
 from ingest.validate import Limits
-from query.params import QuerySettings, route_groups
+from query.settings import QuerySettings
 from schema.event import InvalidField, check_field
 from schema.settings import ClickHouseSettings, KafkaSettings, SettingError, config_from, zone
+
+ROUTE_GROUPS: Final = ("track", "query")
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,20 @@ class IngestSettings:
             day_tz=zone(config, "TALLY_DAY_TZ", "UTC"),
             host=config("TALLY_INGEST_HOST", default=cls.host),
             port=config("TALLY_INGEST_PORT", cast=int, default=cls.port),
-            routes=route_groups(config),
+            routes=_route_groups(config),
             query=QuerySettings.from_config(config),
             workers=_whole(config, "TALLY_INGEST_WORKERS", cls.workers),
             log_level=_log_level(config, "TALLY_LOG_LEVEL", cls.log_level),
             access_log=config("TALLY_ACCESS_LOG", cast=bool, default=cls.access_log),
         )
+
+
+def _route_groups(config: Config) -> frozenset[str]:
+    """TALLY_ROUTES: which route groups this process serves (``track``, ``query``, or both)."""
+    groups = frozenset(config("TALLY_ROUTES", cast=CommaSeparatedStrings, default="track,query"))
+    if not groups or not groups <= set(ROUTE_GROUPS):
+        raise SettingError(f"TALLY_ROUTES={','.join(sorted(groups))!r}: one or more of {', '.join(ROUTE_GROUPS)}")
+    return groups
 
 
 def _log_level(config: Config, key: str, default: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from starlette.requests import Request
 
-from ingest.errors import Unauthorized
+from query.errors import Unauthorized
 
 RULE = "a bearer token with read scope: Authorization: Bearer <token>"
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from typing import Any
 
 from cachetools import TTLCache
 
-Rows = list[tuple[Any, ...]]
+from query.store import Rows
+
 Key = tuple[str, tuple[tuple[str, Hashable], ...]]
 
 
@@ -32,8 +32,6 @@ class QueryCache:
             maxsize=max_rows, ttl=ttl_s if self.enabled else 1, timer=timer, getsizeof=_size
         )
         self._running: dict[Key, asyncio.Future[Rows]] = {}
-        self.hits = 0
-        self.misses = 0
 
     async def get(self, query: str, params: Mapping[str, Hashable], run: Callable[[], Awaitable[Rows]]) -> Rows:
         """The rows of ``query`` with ``params``: cached, being fetched, or fetched now by ``run``."""
@@ -42,11 +40,9 @@ class QueryCache:
         key: Key = (query, tuple(sorted(params.items())))
         cached = self._results.get(key)
         if cached is not None:
-            self.hits += 1
             return cached
         running = self._running.get(key)
         if running is not None:
-            self.hits += 1
             try:
                 return await asyncio.shield(running)
             except asyncio.CancelledError:
@@ -54,7 +50,6 @@ class QueryCache:
                 if not running.cancelled() or (task is not None and task.cancelling()):
                     raise
                 return await run()  # the request we waited for went away; we did not
-        self.misses += 1
         future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
         self._running[key] = future
         try:
@@ -74,11 +69,9 @@ class QueryCache:
         finally:
             del self._running[key]
 
-    def __len__(self) -> int:
-        return len(self._results)
-
     @property
     def rows(self) -> float:
+        """Rows held in all (what ``max_rows`` bounds)."""
         return self._results.currsize
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from query.params import ENDPOINT_PARAMS, GROUP_KEYS, MAX_VALUES_PER_FILTER, PARAMS, QuerySettings
-from query.reader import MAX_DOM_IDS_PER_QUERY
+from query.heatmap import MAX_DOM_IDS_PER_QUERY
+from query.params import ENDPOINT_PARAMS, GROUP_KEYS, MAX_VALUES_PER_FILTER, PARAMS
+from query.settings import QuerySettings
 
 SUMMARIES = {
     "counts": (

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from aggregator.write import ClickHouseWriter, RollupRow
 from ingest.app import create_app
 from ingest.settings import IngestSettings
-from query.params import QuerySettings
+from query.settings import QuerySettings
 from schema.settings import ClickHouseSettings
 from tests.integration.conftest import Services, eventually
 

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from ingest.app import create_app
 from ingest.errors import BrokerUnavailable
 from ingest.settings import IngestSettings
-from query.params import QuerySettings
+from query.settings import QuerySettings
 from schema.event import LabelEvent
 
 READ_TOKEN = "unit-test-read-token"

@@ -18,7 +18,8 @@ from starlette.testclient import TestClient
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 from query.cache import QueryCache
-from query.params import ENDPOINT_PARAMS, MAX_VALUES_PER_FILTER, QuerySettings
+from query.params import ENDPOINT_PARAMS, MAX_VALUES_PER_FILTER
+from query.settings import QuerySettings
 from schema.settings import SettingError
 from stack.stack import DEV_READ_TOKEN, Stack, StackSettings
 from tests.support.fakes import FakePublisher
@@ -394,7 +395,7 @@ def test_the_local_stack_keeps_get_stats_public_and_has_a_dev_token(monkeypatch:
 
 
 def test_group_by_repeated_past_the_list_limit_is_400() -> None:
-    from ingest.errors import InvalidParameter
+    from query.errors import InvalidParameter
     from query.params import MAX_VALUES_PER_FILTER, _group_by
 
     with pytest.raises(InvalidParameter) as caught:

@@ -10,7 +10,7 @@ import pytest
 from chdb import session as chs
 
 from aggregator.write import INSERT_DAILY, INSERT_HOURLY
-from query.reader import STATS_BY_DOM_IDS
+from query.heatmap import STATS_BY_DOM_IDS
 from schema import migrations
 
 

@@ -1,0 +1,61 @@
+"""What can go wrong in a read: each error carries its HTTP status, its JSON body and its headers.
+
+The app's one handler for them is :func:`query.answer.error_response`.
+"""
+
+from __future__ import annotations
+
+
+class QueryError(Exception):
+    status = 500
+    code = "internal"
+
+    def body(self) -> dict[str, object]:
+        return {"error": self.code, "message": str(self)}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BrokenRule(QueryError):
+    """A read that broke a rule: the body names the field at fault (a parameter or a header) and the rule."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+    def body(self) -> dict[str, object]:
+        return {"error": self.code, "field": self.field, "rule": self.rule, "message": str(self)}
+
+
+class InvalidParameter(BrokenRule):
+    """A query parameter broke a rule: 400."""
+
+    status = 400
+    code = "invalid"
+
+
+class Unauthorized(BrokenRule):
+    """A read without a valid bearer token (read scope): 401 with ``WWW-Authenticate``."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, rule: str, token_given: bool) -> None:
+        super().__init__("authorization", rule)
+        self.token_given = token_given
+
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="tally", scope="read"'
+        return {"WWW-Authenticate": challenge + (', error="invalid_token"' if self.token_given else "")}
+
+
+class StoreUnavailable(QueryError):
+    """ClickHouse did not answer a read: 503."""
+
+    status = 503
+    code = "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
