@@ -3,7 +3,7 @@
 A real ``tally ingest`` serves the page and the API on real ClickHouse; the
 test types the token, picks dates, filters by category, searches labels and
 reads the table and the heat map as a person would. Its screenshot is the
-README's: ``TALLY_UPDATE_SCREENSHOT=1`` writes it to docs/stats-page.png.
+docs' docs/stats-page.png; ``TALLY_UPDATE_SCREENSHOT=1`` writes it again.
 """
 
 import os
