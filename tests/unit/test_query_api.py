@@ -8,7 +8,7 @@ import asyncio
 import csv
 import io
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,9 +16,12 @@ import schemathesis
 from starlette.testclient import TestClient
 
 from ingest.app import create_app
+from ingest.errors import IngestError
 from ingest.settings import IngestSettings
+from query import heatmap
 from query.cache import QueryCache
-from query.params import ENDPOINT_PARAMS, MAX_VALUES_PER_FILTER
+from query.errors import InvalidParameter
+from query.params import ENDPOINT_PARAMS, MAX_VALUES_PER_FILTER, _group_by
 from query.settings import QuerySettings
 from schema.settings import SettingError
 from stack.stack import DEV_READ_TOKEN, Stack, StackSettings
@@ -395,9 +398,22 @@ def test_the_local_stack_keeps_get_stats_public_and_has_a_dev_token(monkeypatch:
 
 
 def test_group_by_repeated_past_the_list_limit_is_400() -> None:
-    from query.errors import InvalidParameter
-    from query.params import MAX_VALUES_PER_FILTER, _group_by
-
     with pytest.raises(InvalidParameter) as caught:
         _group_by(["day"] * (MAX_VALUES_PER_FILTER + 1))
     assert caught.value.field == "group_by"
+
+
+def test_get_stats_reads_today_unless_a_day_is_given() -> None:
+    today = date(2026, 11, 25)
+    assert heatmap.parse({"dom_ids": "a|b|"}, today) == {"day": today, "dom_ids": ("a", "b")}
+    assert heatmap.parse({"dom_ids": "a", "day": "2026-11-01"}, today)["day"] == date(2026, 11, 1)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"), [({}, "dom_ids"), ({"dom_ids": "a|b c"}, "dom_ids[1]"), ({"dom_ids": "a", "day": "x"}, "day")]
+)
+def test_get_stats_parameters_are_refused_as_read_parameters(query: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidParameter) as caught:
+        heatmap.parse(query, date(2026, 11, 25))
+    assert caught.value.field == field
+    assert not isinstance(caught.value, IngestError)  # the read side's own error, not a beacon's
