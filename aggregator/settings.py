@@ -6,7 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from schema.settings import ClickHouseSettings, KafkaSettings, SettingError, config_from, positive, zone
+from schema.settings import (
+    ClickHouseSettings,
+    KafkaSettings,
+    SettingError,
+    config_from,
+    log_level,
+    positive,
+    whole,
+    zone,
+)
 
 
 @dataclass(frozen=True)
@@ -20,7 +29,7 @@ class WorkerSettings:
     partitions: int = 6
     """TALLY_EVENTS_PARTITIONS: partitions of the events topic (and of the changelog)."""
     replication: int = 1
-    """TALLY_REPLICATION: replication factor of the topics the worker creates."""
+    """TALLY_KAFKA_REPLICATION: replication factor of the topics the worker creates."""
     store: str = "memory://"
     """TALLY_WORKER_STORE: memory:// or rocksdb:// (needs the rocksdict package)."""
     data_dir: str = ".stack/worker"
@@ -42,6 +51,8 @@ class WorkerSettings:
     """TALLY_WORKER_WEB_HOST: where /metrics, /healthz and /readyz listen."""
     web_port: int = 6066
     """TALLY_WORKER_WEB_PORT (``tally worker --id N`` defaults it to 6065 + N)."""
+    log_level: str = "INFO"
+    """TALLY_LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL; logs are JSON lines on stderr."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
@@ -54,16 +65,17 @@ class WorkerSettings:
             clickhouse=ClickHouseSettings.from_config(config),
             day_tz=zone(config, "TALLY_DAY_TZ", "UTC"),
             app_id=config("TALLY_WORKER_APP_ID", default=cls.app_id),
-            partitions=int(positive(config, "TALLY_EVENTS_PARTITIONS", cls.partitions, int)),
-            replication=int(positive(config, "TALLY_REPLICATION", cls.replication, int)),
+            partitions=whole(config, "TALLY_EVENTS_PARTITIONS", cls.partitions),
+            replication=whole(config, "TALLY_KAFKA_REPLICATION", cls.replication),
             store=store,
             data_dir=config("TALLY_WORKER_DATA_DIR", default=cls.data_dir),
-            batch_max=int(positive(config, "TALLY_WORKER_BATCH_MAX", cls.batch_max, int)),
+            batch_max=whole(config, "TALLY_WORKER_BATCH_MAX", cls.batch_max),
             batch_within_s=positive(config, "TALLY_WORKER_BATCH_WITHIN_S", cls.batch_within_s),
             flush_interval_s=positive(config, "TALLY_WORKER_FLUSH_INTERVAL_S", cls.flush_interval_s),
             session_timeout_s=positive(config, "TALLY_WORKER_SESSION_TIMEOUT_S", cls.session_timeout_s),
-            window_days=int(positive(config, "TALLY_WORKER_WINDOW_DAYS", cls.window_days, int)),
-            standby_replicas=config("TALLY_WORKER_STANDBY_REPLICAS", cast=int, default=cls.standby_replicas),
+            window_days=whole(config, "TALLY_WORKER_WINDOW_DAYS", cls.window_days),
+            standby_replicas=whole(config, "TALLY_WORKER_STANDBY_REPLICAS", cls.standby_replicas, least=0),
             web_host=config("TALLY_WORKER_WEB_HOST", default=cls.web_host),
-            web_port=config("TALLY_WORKER_WEB_PORT", cast=int, default=cls.web_port),
+            web_port=whole(config, "TALLY_WORKER_WEB_PORT", cls.web_port),
+            log_level=log_level(config),
         )

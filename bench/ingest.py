@@ -464,7 +464,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
         "TALLY_INGEST_HOST": "127.0.0.1",
         "TALLY_INGEST_WORKERS": "1",
         # The beacon routes only: what is measured, and /readyz then waits for Kafka alone, not ClickHouse.
-        "TALLY_ROUTES": "track",
+        "TALLY_INGEST_ROUTES": "track",
     }
     servers = args.only or ["nginx", "baseline", "ingest"]
     case_list = cases()

@@ -11,7 +11,7 @@ is counted from when each request was due, so a stall is not hidden):
     api_30d     ``/api/v1/counts?label=L&group_by=day`` over 30 days (a label's chart)
 
 each three ways, in the same run: to the app with its cache (the default
-1 s), to the app with the cache off (``TALLY_QUERY_CACHE_TTL_S=0``: every
+1 s), to the app with the cache off (``TALLY_API_CACHE_TTL_S=0``: every
 request reaches ClickHouse), and the same SQL straight to ClickHouse over
 HTTP. ``api_30d`` also runs with a different label per request
 (``api_30d_varied``), the case no cache helps. The table (p50, p99, max,
@@ -128,14 +128,14 @@ def free_port() -> int:
 def app(settings: ClickHouseSettings, port: int, cache_ttl_s: str) -> Iterator[None]:
     env = {
         **os.environ,
-        "TALLY_ROUTES": "query",
+        "TALLY_INGEST_ROUTES": "query",
         "TALLY_INGEST_PORT": str(port),
         "TALLY_CLICKHOUSE_HOST": settings.host,
         "TALLY_CLICKHOUSE_PORT": str(settings.port),
         "TALLY_CLICKHOUSE_DATABASE": settings.database,
-        "TALLY_READ_TOKENS": TOKEN,
-        "TALLY_PUBLIC_GET_STATS": "false",
-        "TALLY_QUERY_CACHE_TTL_S": cache_ttl_s,
+        "TALLY_API_READ_TOKENS": TOKEN,
+        "TALLY_API_PUBLIC_GET_STATS": "false",
+        "TALLY_API_CACHE_TTL_S": cache_ttl_s,
     }
     process = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "tally"), "ingest"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -97,7 +97,7 @@ def _ingest() -> int:
             workers=settings.workers,
             log_config=logs.dict_config(settings.log_level),
             log_level=settings.log_level.lower(),
-            access_log=False,  # TALLY_ACCESS_LOG logs answers in the app instead, without the client's address
+            access_log=False,  # TALLY_INGEST_ACCESS_LOG logs answers in the app instead, without the client's address
             proxy_headers=False,  # the client's address is never used: no IP is kept
             timeout_graceful_shutdown=10,
             http=ONE_WRITE_HTTP,  # httptools, each answer written with one system call

@@ -2,7 +2,7 @@
 
 No line is logged per request by default: at thousands of beacons a second
 a log line would cost more than the rest of a beacon's trip, and the
-counts are in ``/metrics``. ``TALLY_ACCESS_LOG=true`` logs one structured
+counts are in ``/metrics``. ``TALLY_INGEST_ACCESS_LOG=true`` logs one structured
 line per answer (``method``, ``path``, ``status``, ``duration_ms``), without
 the query string or the client's address: no IP address is kept, logs
 included.

@@ -82,7 +82,7 @@ class PublishSettings:
     linger_ms: int = 2
     """TALLY_PUBLISH_LINGER_MS: how long the producer waits to fill a batch."""
     retry_after_s: int = 5
-    """TALLY_RETRY_AFTER_S: the Retry-After of a 503."""
+    """TALLY_PUBLISH_RETRY_AFTER_S: the Retry-After of a 503."""
     max_in_flight: int = 100_000
     """TALLY_PUBLISH_MAX_IN_FLIGHT: events handed to the producer and not yet acked; past it, 503 at once."""
     compression: str = "lz4"

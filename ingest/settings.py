@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -15,7 +15,16 @@ from ingest.publish import COMPRESSIONS, PublishSettings
 from ingest.validate import Limits
 from query.settings import QuerySettings
 from schema.event import InvalidField, check_field
-from schema.settings import ClickHouseSettings, KafkaSettings, SettingError, config_from, zone
+from schema.settings import (
+    ClickHouseSettings,
+    KafkaSettings,
+    SettingError,
+    config_from,
+    log_level,
+    one_of,
+    whole,
+    zone,
+)
 
 ROUTE_GROUPS: Final = ("track", "query")
 
@@ -28,7 +37,8 @@ class IngestSettings:
     limits: Limits = field(default_factory=Limits)
     policy: Policy = field(default_factory=Policy)
     cors_origins: tuple[str, ...] = ("*",)
-    """TALLY_CORS_ORIGINS: comma-separated origins (``https://shop.example``) that may send from a page; * any."""
+    """TALLY_INGEST_CORS_ORIGINS: comma-separated origins (``https://shop.example``) that may send from a page;
+    ``*``: any."""
     day_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     """TALLY_DAY_TZ: where a day starts and ends, for 'today' in queries."""
     host: str = "127.0.0.1"
@@ -36,28 +46,26 @@ class IngestSettings:
     port: int = 8000
     """TALLY_INGEST_PORT"""
     routes: frozenset[str] = frozenset({"track", "query"})
-    """TALLY_ROUTES: the route groups this process serves: ``track`` (beacons), ``query`` (reads), or both."""
+    """TALLY_INGEST_ROUTES: the route groups this process serves: ``track`` (beacons), ``query`` (reads), or both."""
     query: QuerySettings = field(default_factory=QuerySettings)
     workers: int = 1
     """TALLY_INGEST_WORKERS: processes serving the one port (uvicorn workers); each has its own producer."""
     log_level: str = "INFO"
     """TALLY_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr."""
     access_log: bool = False
-    """TALLY_ACCESS_LOG: one log line per answer (method, path, status, duration; no query, no IP)."""
+    """TALLY_INGEST_ACCESS_LOG: one log line per answer (method, path, status, duration; no query, no IP)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> IngestSettings:
         config = config_from(environ)
         publish = PublishSettings(
-            delivery_timeout_ms=config(
-                "TALLY_PUBLISH_TIMEOUT_MS", cast=int, default=PublishSettings.delivery_timeout_ms
-            ),
-            max_block_ms=config("TALLY_PUBLISH_MAX_BLOCK_MS", cast=int, default=PublishSettings.max_block_ms),
-            linger_ms=config("TALLY_PUBLISH_LINGER_MS", cast=int, default=PublishSettings.linger_ms),
-            retry_after_s=config("TALLY_RETRY_AFTER_S", cast=int, default=PublishSettings.retry_after_s),
-            max_in_flight=_whole(config, "TALLY_PUBLISH_MAX_IN_FLIGHT", PublishSettings.max_in_flight),
-            compression=_one_of(config, "TALLY_PUBLISH_COMPRESSION", COMPRESSIONS, PublishSettings.compression),
-            probe_every_ms=_whole(config, "TALLY_PUBLISH_PROBE_EVERY_MS", PublishSettings.probe_every_ms, least=0),
+            delivery_timeout_ms=whole(config, "TALLY_PUBLISH_TIMEOUT_MS", PublishSettings.delivery_timeout_ms),
+            max_block_ms=whole(config, "TALLY_PUBLISH_MAX_BLOCK_MS", PublishSettings.max_block_ms),
+            linger_ms=whole(config, "TALLY_PUBLISH_LINGER_MS", PublishSettings.linger_ms, least=0),
+            retry_after_s=whole(config, "TALLY_PUBLISH_RETRY_AFTER_S", PublishSettings.retry_after_s),
+            max_in_flight=whole(config, "TALLY_PUBLISH_MAX_IN_FLIGHT", PublishSettings.max_in_flight),
+            compression=one_of(config, "TALLY_PUBLISH_COMPRESSION", COMPRESSIONS, PublishSettings.compression),
+            probe_every_ms=whole(config, "TALLY_PUBLISH_PROBE_EVERY_MS", PublishSettings.probe_every_ms, least=0),
         )
         return cls(
             kafka=KafkaSettings.from_config(config),
@@ -68,44 +76,26 @@ class IngestSettings:
                 drop_bots=config("TALLY_DROP_BOTS", cast=bool, default=Policy.drop_bots),
                 label_allowlist=_allowlist(config, "TALLY_LABEL_ALLOWLIST"),
             ),
-            cors_origins=tuple(config("TALLY_CORS_ORIGINS", cast=CommaSeparatedStrings, default="*")),
+            cors_origins=tuple(config("TALLY_INGEST_CORS_ORIGINS", cast=CommaSeparatedStrings, default="*")),
             day_tz=zone(config, "TALLY_DAY_TZ", "UTC"),
             host=config("TALLY_INGEST_HOST", default=cls.host),
-            port=config("TALLY_INGEST_PORT", cast=int, default=cls.port),
+            port=whole(config, "TALLY_INGEST_PORT", cls.port),
             routes=_route_groups(config),
             query=QuerySettings.from_config(config),
-            workers=_whole(config, "TALLY_INGEST_WORKERS", cls.workers),
-            log_level=_log_level(config, "TALLY_LOG_LEVEL", cls.log_level),
-            access_log=config("TALLY_ACCESS_LOG", cast=bool, default=cls.access_log),
+            workers=whole(config, "TALLY_INGEST_WORKERS", cls.workers),
+            log_level=log_level(config),
+            access_log=config("TALLY_INGEST_ACCESS_LOG", cast=bool, default=cls.access_log),
         )
 
 
 def _route_groups(config: Config) -> frozenset[str]:
-    """TALLY_ROUTES: which route groups this process serves (``track``, ``query``, or both)."""
-    groups = frozenset(config("TALLY_ROUTES", cast=CommaSeparatedStrings, default="track,query"))
+    """TALLY_INGEST_ROUTES: which route groups this process serves (``track``, ``query``, or both)."""
+    groups = frozenset(config("TALLY_INGEST_ROUTES", cast=CommaSeparatedStrings, default="track,query"))
     if not groups or not groups <= set(ROUTE_GROUPS):
-        raise SettingError(f"TALLY_ROUTES={','.join(sorted(groups))!r}: one or more of {', '.join(ROUTE_GROUPS)}")
+        raise SettingError(
+            f"TALLY_INGEST_ROUTES={','.join(sorted(groups))!r}: one or more of {', '.join(ROUTE_GROUPS)}"
+        )
     return groups
-
-
-def _log_level(config: Config, key: str, default: str) -> str:
-    return _one_of(config, key, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default, str.upper)
-
-
-def _one_of(
-    config: Config, key: str, allowed: tuple[str, ...], default: str, normal: Callable[[str], str] = str.lower
-) -> str:
-    value = normal(config(key, default=default).strip())
-    if value not in allowed:
-        raise SettingError(f"{key}={value!r} must be {', '.join(allowed[:-1])} or {allowed[-1]}")
-    return value
-
-
-def _whole(config: Config, key: str, default: int, least: int = 1) -> int:
-    value: int = config(key, cast=int, default=default)
-    if value < least:
-        raise SettingError(f"{key}={value!r} must be {least} or more")
-    return value
 
 
 def _limits(config: Config) -> Limits:
@@ -114,10 +104,7 @@ def _limits(config: Config) -> Limits:
     values: dict[str, int] = {}
     for limit in fields(Limits):
         key = f"TALLY_{limit.name.upper()}"
-        value: int = config(key, cast=int, default=getattr(defaults, limit.name))
-        if value <= 0:
-            raise SettingError(f"{key}={value!r} must be greater than 0")
-        values[limit.name] = value
+        values[limit.name] = whole(config, key, getattr(defaults, limit.name))
     return Limits(**values)
 
 

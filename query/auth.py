@@ -27,7 +27,9 @@ class ReadTokens:
     def check(self, request: Request) -> None:
         """Return if ``request`` carries a read token, else raise Unauthorized (401)."""
         if not self._digests:
-            raise Unauthorized("reads are closed: the server has no read token (TALLY_READ_TOKENS)", token_given=False)
+            raise Unauthorized(
+                "reads are closed: the server has no read token (TALLY_API_READ_TOKENS)", token_given=False
+            )
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:

@@ -124,7 +124,7 @@ def _get_stats() -> dict[str, Any]:
             "operationId": "get_stats",
             "summary": "The seed's heat-map call",
             "description": "A day's counts of these dom ids as `[[dom_id, counter, label], ...]`, summed over "
-            "categories. Public when the server sets TALLY_PUBLIC_GET_STATS.",
+            "categories. Public when the server sets TALLY_API_PUBLIC_GET_STATS.",
             "parameters": [
                 {
                     "name": "dom_ids",

@@ -8,9 +8,9 @@ the database and the day boundary.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.config import Config
@@ -22,7 +22,31 @@ class SettingError(ValueError):
     """A setting is malformed; the message names the key."""
 
 
+RENAMED: Final[Mapping[str, str]] = {
+    "TALLY_RETRY_AFTER_S": "TALLY_PUBLISH_RETRY_AFTER_S",
+    "TALLY_REPLICATION": "TALLY_KAFKA_REPLICATION",
+    "TALLY_READ_TOKENS": "TALLY_API_READ_TOKENS",
+    "TALLY_PUBLIC_GET_STATS": "TALLY_API_PUBLIC_GET_STATS",
+    "TALLY_QUERY_CACHE_TTL_S": "TALLY_API_CACHE_TTL_S",
+    "TALLY_QUERY_CACHE_MAX_ROWS": "TALLY_API_CACHE_MAX_ROWS",
+    "TALLY_ROUTES": "TALLY_INGEST_ROUTES",
+    "TALLY_ACCESS_LOG": "TALLY_INGEST_ACCESS_LOG",
+    "TALLY_CORS_ORIGINS": "TALLY_INGEST_CORS_ORIGINS",
+}
+"""Variables that have another name now: a service started with the old one refuses to start.
+
+A setting that would be silently ignored (a token, an origin, a replication
+factor) is worse than a service that does not start.
+"""
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def config_from(environ: Mapping[str, str]) -> Config:
+    """The settings' view of ``environ``; refuses the variables listed in :data:`RENAMED`."""
+    for old, new in RENAMED.items():
+        if old in environ:
+            raise SettingError(f"{old} is not read any more: set {new} instead (docs/settings.md)")
     return Config(environ=dict(environ))
 
 
@@ -42,11 +66,42 @@ def identifier(config: Config, key: str, default: str) -> str:
     return value
 
 
-def positive(config: Config, key: str, default: float, cast: type = float) -> float:
-    value = config(key, cast=cast, default=default)
-    if value <= 0:
+def whole(config: Config, key: str, default: int, *, least: int = 1) -> int:
+    """A whole number of at least ``least``."""
+    value: int = config(key, cast=int, default=default)
+    if value < least:
+        raise SettingError(f"{key}={value!r} must be {least} or more")
+    return value
+
+
+def positive(config: Config, key: str, default: float) -> float:
+    """A number greater than 0 (a duration, a rate)."""
+    value = config(key, cast=float, default=default)
+    if not value > 0:
         raise SettingError(f"{key}={value!r} must be greater than 0")
     return float(value)
+
+
+def non_negative(config: Config, key: str, default: float) -> float:
+    """A number of 0 or more (0 usually turns something off)."""
+    value = config(key, cast=float, default=default)
+    if not value >= 0:
+        raise SettingError(f"{key}={value!r} must be 0 or more")
+    return float(value)
+
+
+def one_of(
+    config: Config, key: str, allowed: tuple[str, ...], default: str, normal: Callable[[str], str] = str.lower
+) -> str:
+    value = normal(config(key, default=default).strip())
+    if value not in allowed:
+        raise SettingError(f"{key}={value!r} must be {', '.join(allowed[:-1])} or {allowed[-1]}")
+    return value
+
+
+def log_level(config: Config) -> str:
+    """TALLY_LOG_LEVEL, read by every service: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+    return one_of(config, "TALLY_LOG_LEVEL", LOG_LEVELS, "INFO", str.upper)
 
 
 @dataclass(frozen=True)

@@ -175,10 +175,10 @@ class SoakStack:
             "TALLY_WORKER_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
             "TALLY_DAY_TZ": self.settings.day_tz,
             "TALLY_WORKER_STORE": self.settings.store,
-            "TALLY_READ_TOKENS": READ_TOKEN,
-            "TALLY_PUBLIC_GET_STATS": "true",
+            "TALLY_API_READ_TOKENS": READ_TOKEN,
+            "TALLY_API_PUBLIC_GET_STATS": "true",
             "TALLY_API_MAX_ROWS": "100000",  # the reconciliation reads every counter in one answer
-            "TALLY_QUERY_CACHE_TTL_S": "0",
+            "TALLY_API_CACHE_TTL_S": "0",
             **extra,
         }
 

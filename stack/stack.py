@@ -23,7 +23,7 @@ from stack.processes import Managed, http_status
 CHECKOUT = Path(__file__).resolve().parent.parent
 # What a Faust worker logs once it has recovered its tables and is consuming.
 WORKER_READY = b"[^Worker]: Ready"
-# The local stack's read token (loopback only; production sets its own TALLY_READ_TOKENS).
+# The local stack's read token (loopback only; production sets its own TALLY_API_READ_TOKENS).
 DEV_READ_TOKEN = "tally-local-dev-read-token"
 
 
@@ -162,7 +162,7 @@ class Stack:
             state = f"running (pid {pid})" if pid else "stopped"
             _say(f"  {name:<11} {state:<22} {where}")
             _say(f"  {'':<11} {'':<22} log: {process.log_file}")
-        token = "from TALLY_READ_TOKENS" if os.environ.get("TALLY_READ_TOKENS") else DEV_READ_TOKEN
+        token = "from TALLY_API_READ_TOKENS" if os.environ.get("TALLY_API_READ_TOKENS") else DEV_READ_TOKEN
         _say(f"  stats page: {self.ingest_url}/stats/  API: {self.ingest_url}/api/v1/  read token: {token}")
 
     # -- helpers --------------------------------------------------------------
@@ -182,12 +182,12 @@ class Stack:
             "TALLY_INGEST_PORT": str(s.ingest_port),
             "TALLY_STACK_DIR": str(s.root),
             # Locally, /get_stats/ answers without a token as it always has; /api/v1 and /stats/ take this one.
-            "TALLY_READ_TOKENS": self._read_token(),
-            "TALLY_PUBLIC_GET_STATS": os.environ.get("TALLY_PUBLIC_GET_STATS", "true"),
+            "TALLY_API_READ_TOKENS": self._read_token(),
+            "TALLY_API_PUBLIC_GET_STATS": os.environ.get("TALLY_API_PUBLIC_GET_STATS", "true"),
         }
 
     def _read_token(self) -> str:
-        return os.environ.get("TALLY_READ_TOKENS") or DEV_READ_TOKEN
+        return os.environ.get("TALLY_API_READ_TOKENS") or DEV_READ_TOKEN
 
     def _ingest_ready(self) -> bool:
         return http_status(f"{self.ingest_url}/readyz") == 200

@@ -105,8 +105,8 @@ class Services:
             "TALLY_INGEST_PORT": str(self.ingest_port),
             "TALLY_WORKER_APP_ID": self.app_id,
             # As `tally up` runs it: a read token, and /get_stats/ public.
-            "TALLY_READ_TOKENS": self.read_token,
-            "TALLY_PUBLIC_GET_STATS": "true",
+            "TALLY_API_READ_TOKENS": self.read_token,
+            "TALLY_API_PUBLIC_GET_STATS": "true",
             **extra,
         }
 

@@ -50,7 +50,7 @@ def by(rows: list[dict[str, Any]], *keys: str) -> dict[Any, int]:
 
 
 def test_counts_from_beacons_through_kafka_and_the_worker(services: Services) -> None:
-    services.start_ingest(TALLY_PUBLIC_GET_STATS="false")
+    services.start_ingest(TALLY_API_PUBLIC_GET_STATS="false")
     services.start_worker()
     sent_at = datetime.now(UTC).replace(microsecond=0)
     beacons = [
@@ -104,7 +104,7 @@ def test_counts_from_beacons_through_kafka_and_the_worker(services: Services) ->
 
 
 def test_get_stats_public_as_the_local_stack_runs_it(services: Services) -> None:
-    services.start_ingest()  # like `tally up`: TALLY_PUBLIC_GET_STATS=true
+    services.start_ingest()  # like `tally up`: TALLY_API_PUBLIC_GET_STATS=true
     services.start_worker()
     assert call(f"{services.ingest_url}/track/?labels=signup:forms:btn1|home")[0] == 202
     eventually(

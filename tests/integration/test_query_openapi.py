@@ -57,7 +57,7 @@ def live_api(services: Services) -> schemathesis.BaseSchema:
         ]
     )
     writer.close()
-    services.start_ingest(TALLY_ROUTES="query", TALLY_PUBLIC_GET_STATS="false")
+    services.start_ingest(TALLY_INGEST_ROUTES="query", TALLY_API_PUBLIC_GET_STATS="false")
     schema = schemathesis.openapi.from_url(f"{services.ingest_url}/api/v1/openapi.json")
     schema.config.update(base_url=services.ingest_url, headers={"Authorization": f"Bearer {services.read_token}"})
     return schema

@@ -72,7 +72,7 @@ def served(services: Services) -> Services:
     writer = ClickHouseWriter(services.clickhouse)
     writer.write(rows)
     writer.close()
-    services.start_ingest(TALLY_ROUTES="query", TALLY_PUBLIC_GET_STATS="false")
+    services.start_ingest(TALLY_INGEST_ROUTES="query", TALLY_API_PUBLIC_GET_STATS="false")
     return services
 
 

@@ -284,7 +284,7 @@ def test_cross_origin_beacon_may_read_the_dropped_header(client: TestClient) -> 
 
 
 def test_allowed_origins_are_configurable(publisher: FakePublisher) -> None:
-    settings = IngestSettings.from_env({"TALLY_CORS_ORIGINS": "https://shop.example, https://blog.example"})
+    settings = IngestSettings.from_env({"TALLY_INGEST_CORS_ORIGINS": "https://shop.example, https://blog.example"})
     preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
     with running(publisher, settings) as client:
         allowed = client.options("/track/", headers={"origin": "https://blog.example", **preflight})

@@ -167,7 +167,7 @@ def test_operations_settings_from_the_environment() -> None:
         {
             "TALLY_INGEST_WORKERS": "4",
             "TALLY_LOG_LEVEL": "warning",
-            "TALLY_ACCESS_LOG": "true",
+            "TALLY_INGEST_ACCESS_LOG": "true",
             "TALLY_PUBLISH_COMPRESSION": "ZSTD",
         }
     )

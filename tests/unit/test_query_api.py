@@ -98,7 +98,7 @@ def test_without_a_configured_token_reads_are_closed(reader: SqlReader) -> None:
     with app_with(reader, read_tokens=()) as client:
         response = client.get("/api/v1/counts", headers=AUTH)
         assert response.status_code == 401
-        assert "TALLY_READ_TOKENS" in response.json()["rule"]
+        assert "TALLY_API_READ_TOKENS" in response.json()["rule"]
         assert client.get("/get_stats/?dom_ids=a").status_code == 401
 
 
@@ -121,15 +121,15 @@ def test_track_page_and_document_need_no_token(client: TestClient) -> None:
 
 
 def test_read_token_settings() -> None:
-    settings = IngestSettings.from_env({"TALLY_READ_TOKENS": "first-token-0123456, second-token-012345"})
+    settings = IngestSettings.from_env({"TALLY_API_READ_TOKENS": "first-token-0123456, second-token-012345"})
     assert settings.query.read_tokens == ("first-token-0123456", "second-token-012345")
     assert settings.query.public_get_stats is False
-    with pytest.raises(SettingError, match="TALLY_READ_TOKENS"):
-        IngestSettings.from_env({"TALLY_READ_TOKENS": "short"})
+    with pytest.raises(SettingError, match="TALLY_API_READ_TOKENS"):
+        IngestSettings.from_env({"TALLY_API_READ_TOKENS": "short"})
     with pytest.raises(SettingError, match="TALLY_API_MAX_DAYS"):
         IngestSettings.from_env({"TALLY_API_MAX_DAYS": "0"})
-    with pytest.raises(SettingError, match="TALLY_QUERY_CACHE_TTL_S"):
-        IngestSettings.from_env({"TALLY_QUERY_CACHE_TTL_S": "-1"})
+    with pytest.raises(SettingError, match="TALLY_API_CACHE_TTL_S"):
+        IngestSettings.from_env({"TALLY_API_CACHE_TTL_S": "-1"})
 
 
 # -- parameters ---------------------------------------------------------------------
@@ -360,7 +360,7 @@ def test_a_failed_query_is_not_cached() -> None:
 
 def test_a_track_only_process_serves_no_reads_and_opens_no_reader() -> None:
     opened: list[str] = []
-    settings = IngestSettings.from_env({"TALLY_ROUTES": "track"})
+    settings = IngestSettings.from_env({"TALLY_INGEST_ROUTES": "track"})
     app = create_app(settings, lambda _: FakePublisher(), lambda _: opened.append("reader"))  # type: ignore[arg-type,func-returns-value]
     with TestClient(app) as client:
         assert client.get("/track/?labels=signup").status_code == 202
@@ -372,7 +372,7 @@ def test_a_track_only_process_serves_no_reads_and_opens_no_reader() -> None:
 
 
 def test_a_query_only_process_serves_no_beacons_and_opens_no_producer(reader: SqlReader) -> None:
-    settings = IngestSettings.from_env({"TALLY_ROUTES": "query", "TALLY_READ_TOKENS": TOKEN})
+    settings = IngestSettings.from_env({"TALLY_INGEST_ROUTES": "query", "TALLY_API_READ_TOKENS": TOKEN})
 
     def no_producer(_: IngestSettings) -> FakePublisher:
         raise AssertionError("a query-only process opened a Kafka producer")
@@ -385,13 +385,13 @@ def test_a_query_only_process_serves_no_beacons_and_opens_no_producer(reader: Sq
 
 @pytest.mark.parametrize("value", ["", "track,admin", "reads"])
 def test_route_groups_setting_is_checked(value: str) -> None:
-    with pytest.raises(SettingError, match="TALLY_ROUTES"):
-        IngestSettings.from_env({"TALLY_ROUTES": value})
+    with pytest.raises(SettingError, match="TALLY_INGEST_ROUTES"):
+        IngestSettings.from_env({"TALLY_INGEST_ROUTES": value})
 
 
 def test_the_local_stack_keeps_get_stats_public_and_has_a_dev_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TALLY_READ_TOKENS", raising=False)
-    monkeypatch.delenv("TALLY_PUBLIC_GET_STATS", raising=False)
+    monkeypatch.delenv("TALLY_API_READ_TOKENS", raising=False)
+    monkeypatch.delenv("TALLY_API_PUBLIC_GET_STATS", raising=False)
     settings = IngestSettings.from_env(Stack(StackSettings()).service_env())
     assert settings.query.public_get_stats is True
     assert settings.query.read_tokens == (DEV_READ_TOKEN,)
