@@ -122,14 +122,14 @@ def create_app(
             Route("/metrics", metrics_page),
         ],
         middleware=[
+            # First, so the beacons' fast path is under any middleware added later (ingest.track).
+            *([Middleware(Beacons, cors=cors, access_log=settings.access_log)] if "track" in settings.routes else []),
             Middleware(Observed, access_log=settings.access_log),
             Middleware(CORSMiddleware, **cors),
         ],
         exception_handlers={IngestError: as_response},
         lifespan=lifespan,
     )
-    if "track" in settings.routes:  # the beacons' GET and POST skip Starlette's layers (same answers; ingest.track)
-        app.middleware_stack = Beacons(app.build_middleware_stack(), cors=cors, access_log=settings.access_log)
     return app
 
 
