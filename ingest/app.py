@@ -137,12 +137,11 @@ def freeze_startup() -> None:
     """Keep what startup made (modules, the app, the producer) out of every later garbage collection.
 
     A request waiting for Kafka's ack outlives many young-generation
-    collections, so its objects reach the oldest generation, and collections
-    of that one come every second or so: each walked every object of the
-    process, some 55,000, for up to 30 ms with the event loop stopped, and
-    those pauses made the GET p99 (README, "Performance: ingest"). Frozen,
-    startup's objects are never walked again; what requests leave behind
-    still is, so cycles are still collected.
+    collections, so its objects reach the oldest generation, whose
+    collections walk every object of the process with the event loop
+    stopped: those pauses make the tail of a GET's latency
+    (docs/performance.md). Frozen, startup's objects are never walked again;
+    what requests leave behind still is, so cycles are still collected.
     """
     gc.collect()
     gc.freeze()

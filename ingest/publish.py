@@ -54,7 +54,7 @@ BATCH_BYTES: Final = 65_536
 Under load, JSON batches from many clients fill 16 KiB before ``linger_ms``
 is up. The producer's I/O thread pays per batch (building, sending and
 settling it) more than per record, so larger batches cost less per event
-(README, "Performance: ingest"). Six partitions' batches stay well inside
+(docs/performance.md). Six partitions' batches stay well inside
 one produce request (``max_request_size``, 1 MiB).
 """
 
@@ -144,7 +144,11 @@ class Outage:
 
 
 class KafkaPublisher:
-    """Publishes with acks from all in-sync replicas, idempotently."""
+    """Publishes with acks from all in-sync replicas, idempotently.
+
+    Refuses to start on a kafka-python other than the one its use of the
+    producer's internals is proved with (:func:`ingest.kafka_internals.check_version`).
+    """
 
     def __init__(self, bootstrap: str, topic: str, settings: PublishSettings) -> None:
         self.topic = topic
