@@ -33,7 +33,6 @@ from stack.clickhouse import server_binary
 from stack.ports import free_port
 from stack.processes import Managed
 from stack.stack import Stack, tally_command
-from tests.integration.conftest import eventually
 from tests.support.dashboard_cases import (
     EXPECTED,
     FRESHNESS,
@@ -43,6 +42,7 @@ from tests.support.dashboard_cases import (
     known_events,
     normalized,
 )
+from tests.support.servers import eventually
 
 pytestmark = [pytest.mark.clickhouse]
 

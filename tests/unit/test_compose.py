@@ -234,7 +234,7 @@ def test_events_topic_is_created_as_the_services_and_tally_up_expect() -> None:
         env = environment(services[name])
         assert argument(command, "--topic") == env["TALLY_EVENTS_TOPIC"] == stack.kafka.topic
         assert argument(command, "--partitions") == env["TALLY_EVENTS_PARTITIONS"] == str(stack.partitions)
-    assert f"retention.ms={stack.retention_days * 86_400_000}" in command
+    assert f"retention.ms={stack.kafka.retention_days * 86_400_000}" in command
     assert environment(services["kafka"])["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
