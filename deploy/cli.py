@@ -10,10 +10,11 @@ tally replay    rebuild the counts of past days from the events topic
 tally reset     recount everything from the events topic (workers stopped)
 """
 
-# The service commands read their settings only. up, down and status drive
-# the local stack (stack/), dev tooling that does not ship: they, and what
-# ``tally worker`` and ``tally reset`` do differently in a checkout, import it
-# only when run, and do without it where it is not installed.
+# The service commands read their settings only. up, down and status drive the
+# local stack (stack/), dev tooling that does not ship: they import it when run,
+# and exit 2 saying so where it is not installed. In a checkout, `tally worker`
+# joins the local stack and `tally reset` forgets its workers' state; an
+# installed tally does neither.
 
 from __future__ import annotations
 
