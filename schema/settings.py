@@ -55,12 +55,15 @@ class KafkaSettings:
     """TALLY_KAFKA_BOOTSTRAP: host:port[,host:port...] of the brokers."""
     topic: str = "tally.events"
     """TALLY_EVENTS_TOPIC: the topic every label event goes to."""
+    retention_days: int = 30
+    """TALLY_EVENTS_RETENTION_DAYS: how long the events topic keeps events (replays reach that far)."""
 
     @classmethod
     def from_config(cls, config: Config) -> KafkaSettings:
         return cls(
             bootstrap=config("TALLY_KAFKA_BOOTSTRAP", default=cls.bootstrap),
             topic=config("TALLY_EVENTS_TOPIC", default=cls.topic),
+            retention_days=config("TALLY_EVENTS_RETENTION_DAYS", cast=int, default=cls.retention_days),
         )
 
 

@@ -31,7 +31,6 @@ from stack import dashboards
 from stack.kafka import delete_topics, ensure_topic
 from stack.ports import free_port
 from stack.stack import Stack
-from tests.integration.conftest import PARTITIONS, Services, eventually
 from tests.support.dashboard_cases import (
     EXPECTED,
     FRESHNESS,
@@ -42,6 +41,7 @@ from tests.support.dashboard_cases import (
     known_events,
     normalized,
 )
+from tests.support.servers import PARTITIONS, Services, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 

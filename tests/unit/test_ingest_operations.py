@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
 from starlette.testclient import TestClient
 
@@ -20,21 +19,9 @@ from ingest.batches import Acks
 from ingest.settings import IngestSettings
 from schema.event import LabelEvent
 from schema.settings import SettingError
+from tests.support.browser import BROWSER
 from tests.support.fakes import DEFAULTS, FakePublisher, running
-
-BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"}
-
-
-def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics: (name, sorted labels) -> value."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+from tests.support.metrics import scrape
 
 
 def requests(
