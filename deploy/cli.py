@@ -104,16 +104,8 @@ def _local_stack(command: str) -> int:
     return 0
 
 
-def migrate(clickhouse: ClickHouseSettings, cluster: str | None = None) -> list[migrations.Migration]:
-    """Create the database unless it exists and apply the migrations it lacks (on every node of ``cluster``)."""
-    with clickhouse_client(clickhouse, database="default") as admin:
-        migrations.create_database(admin, clickhouse.database, cluster)
-    with clickhouse_client(clickhouse) as client:
-        return migrations.migrate(client, cluster)
-
-
 def _migrate(cluster: str | None) -> int:
-    applied = migrate(ClickHouseSettings.from_config(config_from(os.environ)), cluster)
+    applied = migrations.apply(ClickHouseSettings.from_config(config_from(os.environ)), cluster)
     sys.stdout.write("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "schema up to date")
     sys.stdout.write("\n")
     return 0

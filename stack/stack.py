@@ -14,7 +14,8 @@ from pathlib import Path
 
 from starlette.config import Config
 
-from deploy.cli import migrate, worker_web_port
+from deploy.cli import worker_web_port
+from schema import migrations
 from schema.settings import ClickHouseSettings, KafkaSettings, positive
 from stack.clickhouse import ClickHouseServer
 from stack.kafka import KafkaServer, ensure_topic
@@ -100,7 +101,7 @@ class Stack:
             retention_ms=self.settings.kafka.retention_days * 86_400_000,
         )
         _say(f"topic {self.settings.kafka.topic}: {'created' if created else 'exists'}")
-        applied = migrate(self.settings.clickhouse)
+        applied = migrations.apply(self.settings.clickhouse)
         _say(f"schema: {len(applied)} migration(s) applied" if applied else "schema: up to date")
 
     def start_ingest(self) -> bool:

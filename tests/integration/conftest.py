@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.cli import migrate
+from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
 from stack.kafka import delete_topics, ensure_topic
 from stack.ports import free_port
@@ -50,7 +50,7 @@ def clickhouse(stack: Stack) -> Iterator[ClickHouseSettings]:
     """A fresh, migrated database of its own."""
     base = stack.settings.clickhouse
     settings = ClickHouseSettings(base.host, base.port, f"test_{uuid.uuid4().hex[:12]}", base.user, base.password)
-    migrate(settings)
+    migrations.apply(settings)
     yield settings
     with clickhouse_client(settings, database="default") as admin:
         admin.execute(f"DROP DATABASE IF EXISTS `{settings.database}`")

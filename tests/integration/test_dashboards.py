@@ -74,10 +74,7 @@ def counted(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     ensure_topic(stack.settings.kafka.bootstrap, topic, PARTITIONS)
     base = stack.settings.clickhouse
     settings = ClickHouseSettings(base.host, base.port, f"test_{uuid.uuid4().hex[:12]}", base.user, base.password)
-    with clickhouse_client(settings, database="default") as admin:
-        migrations.create_database(admin, settings.database)
-    with clickhouse_client(settings) as client:
-        migrations.migrate(client)
+    migrations.apply(settings)
     services = Services(
         stack, topic, settings, tmp_path_factory.mktemp("dashboards"), free_port(), f"test-app-{uuid.uuid4().hex[:8]}"
     )

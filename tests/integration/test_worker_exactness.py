@@ -188,10 +188,7 @@ def test_clickhouse_outage_counting_goes_on_and_catches_up(services: Services, t
     own.start()
     try:
         settings = ClickHouseSettings("127.0.0.1", own.tcp_port, "outage")
-        with clickhouse_client(settings, database="default") as admin:
-            migrations.create_database(admin, "outage")
-        with clickhouse_client(settings) as client:
-            migrations.migrate(client)
+        migrations.apply(settings)
         services.clickhouse = settings
         services.start_worker(TALLY_CLICKHOUSE_PORT=str(own.tcp_port), TALLY_CLICKHOUSE_DATABASE="outage")
         readyz = f"http://127.0.0.1:{services.worker_ports['1']}/readyz"
