@@ -14,9 +14,10 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 
-from aggregator.count import CounterKey, Tally
+from aggregator.count import Tally
 from aggregator.metrics import WorkerMetrics
 from aggregator.write import RollupRow, RollupWriter
+from schema.keys import CounterKey
 
 log = logging.getLogger(__name__)
 
