@@ -60,7 +60,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import weakref
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -78,10 +78,10 @@ class UnprovedVersion(RuntimeError):
     """An installed library is not the version the worker is proved with."""
 
 
-def check_versions(version: Callable[[str], str] = importlib.metadata.version) -> None:
+def check_versions() -> None:
     """Refuse to run on a faust-streaming or aiokafka other than ``PROVED``."""
     for library, proved in PROVED.items():
-        found = version(library)
+        found = importlib.metadata.version(library)
         if found != proved:
             raise UnprovedVersion(
                 f"{library} {found} is installed; the worker is proved with {proved} only "
