@@ -87,7 +87,11 @@ async def restart_stalled_restore(restore: Restore, consumer: Seeker, stalled_af
 
 
 async def restart_quiet_partitions(app: CountingApp, quiet_s: float = QUIET_S) -> list[TP]:
-    """Resume and seek again, to where its counts stand, each events partition waiting with events, none handed over."""
+    """Resume and seek again, to where its counts stand, each events partition quiet that long with events waiting.
+
+    Quiet: no batch handed over, outside rebalances; the quiet time starts
+    again at each new generation.
+    """
     consumer: Any = app.consumer
     if app.rebalancing or not consumer.flow_active:
         return []

@@ -158,8 +158,8 @@ class Batch(NamedTuple):
 def read(bootstrap: str, topic: str, plan: Plan, progress: Callable[[int], None]) -> Iterator[Batch]:
     """Every record of the plan's ranges, in batches, partition order kept.
 
-    aiokafka, driven on a private event loop: its fetcher is about five times
-    kafka-python's on one core (bench/replay.py).
+    aiokafka, driven on a private event loop: its fetcher is several times as
+    fast as kafka-python's on one core (bench/replay.py, docs/performance.md).
     """
     loop = asyncio.new_event_loop()
     batches = _batches(bootstrap, topic, plan)
@@ -374,7 +374,7 @@ class Recount:
 
 
 # Python's cycle collector, left on, scans the batches in flight again and
-# again (a third of the time, bench/replay.py); nothing here makes cycles, so
+# again (docs/performance.md, bench/replay.py); nothing here makes cycles, so
 # it runs once every this many events instead.
 COLLECT_EVERY = 2_000_000
 
