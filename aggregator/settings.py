@@ -23,8 +23,10 @@ class WorkerSettings:
     """TALLY_REPLICATION: replication factor of the topics the worker creates."""
     store: str = "memory://"
     """TALLY_WORKER_STORE: memory:// or rocksdb:// (needs the rocksdict package)."""
-    data_dir: str = ".stack/worker"
-    """TALLY_WORKER_DATA_DIR: where Faust keeps local state."""
+    data_dir: str = "tally-worker-state"
+    """TALLY_WORKER_DATA_DIR: where Faust keeps the worker's local state (the RocksDB store), relative to the
+    working directory unless absolute (docker-compose.yml and deploy/k8s set /data/worker; the local stack gives
+    each worker its own)."""
     batch_max: int = 50_000
     """TALLY_WORKER_BATCH_MAX: events counted per batch at most."""
     batch_within_s: float = 1.0
