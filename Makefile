@@ -64,15 +64,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-## bench-worker: the worker benchmark (about 2 minutes; README "Performance: worker")
+## bench-worker: the worker benchmark (about 2 minutes; docs/performance.md)
 bench-worker: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.worker $(BENCH_ARGS)
 
-## bench-replay: replay throughput on one core beside raw consumers (about a minute; README "Rebuilding statistics")
+## bench-replay: replay throughput on one core beside raw consumers (about a minute; docs/replay.md)
 bench-replay: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.replay $(BENCH_ARGS)
 
-## bench-ingest: ingest on one core beside nginx and the app without Kafka (about 2 minutes; README "Performance: ingest")
+## bench-ingest: ingest on one core beside nginx and the app without Kafka (about 2 minutes; docs/performance.md)
 bench-ingest: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest $(BENCH_ARGS)
 
@@ -80,6 +80,6 @@ bench-ingest: install
 dashboard-picture: install
 	.venv/bin/python -m stack.render_dashboard
 
-## soak: the whole system under mixed load and faults, reconciled (SOAK_SECONDS, default 600; README "Reliability")
+## soak: the whole system under mixed load and faults, reconciled (SOAK_SECONDS, default 600; docs/reliability.md)
 soak: install
-	flock /tmp/tally-bench.lock .venv/bin/python -m soak.harness --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+	flock /tmp/tally-bench.lock .venv/bin/python -m soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)

@@ -2,10 +2,9 @@
 
 Every event counts towards two tumbling windows on event time, in the
 configured zone: its day, and its hour (for the shape of a day on a
-dashboard). The window is part of the table key -- ``d2026-11-25:label:cat:dom``
-or ``h1795611600:label:cat:dom`` (the UTC start of the local hour, in epoch
-seconds) -- rather than hidden in Faust's windowed tables, whose close
-callback receives no data and fires per partition.
+dashboard). The window is part of the table key (schema.keys) rather than
+hidden in Faust's windowed tables, whose close callback receives no data and
+fires per partition.
 
 Why it is exact: every event of one counter comes from one partition, in
 offset order (the Kafka key is ``label:category:dom_id``). The table value
@@ -16,8 +15,8 @@ may be behind: events at or below a counter's stored offset are then already
 in its count and are skipped -- as are events delivered twice in one batch,
 which a consumer seeking back during a rebalance can do. A batch's offsets
 are acknowledged to Faust only after Kafka confirmed its changelog records
-(``aggregator.app.ConfirmedTable``), so the table restored from the
-changelog is never behind the committed offset.
+(``aggregator.commit``), so the table restored from the changelog is never
+behind the committed offset.
 
 Windows stay open for ``window_days``; an event for an older day is refused
 (counted as late, never silently): its counter may already have expired from
@@ -28,32 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import NamedTuple, Protocol, cast
 
 from aggregator.decode import Positioned
-
-
-class CounterKey(NamedTuple):
-    day: date
-    hour: datetime | None
-    """UTC start of the local hour for an hourly counter; None for a daily one."""
-    label: str
-    category: str
-    dom_id: str
-
-    def encode(self) -> str:
-        window = f"d{self.day.isoformat()}" if self.hour is None else f"h{int(self.hour.timestamp())}"
-        return f"{window}:{self.label}:{self.category}:{self.dom_id}"
-
-    @classmethod
-    def parse(cls, key: str, tz: tzinfo) -> CounterKey:
-        # No field may contain ':' (schema.event's rules), nor may a window.
-        window, label, category, dom_id = key.split(":")
-        if window[0] == "d":
-            return cls(date.fromisoformat(window[1:]), None, label, category, dom_id)
-        hour = datetime.fromtimestamp(int(window[1:]), UTC)
-        return cls(hour.astimezone(tz).date(), hour, label, category, dom_id)
+from schema.keys import SEP, CounterKey, day_window, hour_window
 
 
 class Windows:
@@ -73,7 +51,7 @@ class Windows:
         if found is None:
             local = datetime.fromtimestamp(minute * 60, self.tz)
             hour_start = local.replace(minute=0, second=0, microsecond=0)
-            found = (f"d{local.date().isoformat()}", f"h{int(hour_start.timestamp())}", local.date())
+            found = (day_window(local.date()), hour_window(hour_start), local.date())
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[minute] = found
@@ -124,6 +102,7 @@ def count_batch(table: CountTable, events: Iterable[Positioned], windows: Window
     pending: dict[str, _Pending] = {}
     counted = skipped = 0
     late: list[Positioned] = []
+    sep = SEP  # schema.keys.counter_key, inlined: two keys per event
     for positioned in events:
         partition, offset, event = positioned
         daily, hourly, day = windows.of(event.ts_ms)
@@ -132,7 +111,7 @@ def count_batch(table: CountTable, events: Iterable[Positioned], windows: Window
             continue
         counter = event.counter_key
         fresh = True
-        for key in (f"{daily}:{counter}", f"{hourly}:{counter}"):
+        for key in (f"{daily}{sep}{counter}", f"{hourly}{sep}{counter}"):
             entry = pending.get(key)
             if entry is None:
                 entry = pending[key] = _Pending(table.get(key), partition)

@@ -3,8 +3,8 @@
 Faust's stream skips -- and acknowledges -- an event that arrives while a
 rebalance has stopped the flow, or that was fetched in an older generation;
 such an event also moves Faust's read position past the same event fetched
-again after the seek, so Faust drops that too. The rebalance tests lost up to
-43 events at the start of a partition's new generation that way (issue 4).
+again after the seek, so Faust drops that too: events at the start of a
+partition's new generation would be lost.
 
 So the worker does not trust the sequence Faust hands it. The table keeps,
 per events partition, the last offset counted (``through``; written after
@@ -65,9 +65,9 @@ class GapReader:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap.split(","),
                 # No group: it assigns itself one partition at a time and never
-                # commits. (With the group's id, aiokafka's coordinator for
-                # manual assignment crashed on an assertion when the partition
-                # changed, and took the worker with it.)
+                # commits. With the group's id, aiokafka's coordinator for
+                # manual assignment fails an assertion when the partition
+                # changes, and takes the worker with it.
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -80,8 +80,8 @@ class GapReader:
     async def start_of(self, partition: int, committed: int | None) -> int:
         """Where counting of ``partition`` starts when the table knows nothing of it.
 
-        The group's ``committed`` offset (a table from before ``through`` was
-        kept), else the first offset Kafka still holds (a new deployment).
+        The group's ``committed`` offset if it has one, else the first offset
+        Kafka still holds (a new deployment).
         """
         if committed is not None:
             return committed

@@ -4,19 +4,20 @@
 summed over the partitions this worker owns, read from the table itself (restored from
 the changelog after a crash), so it is exact and survives restarts. Summed over the workers it equals
 ``tally_ingest_events_accepted_by_day_total`` summed over the ingest processes, once the pipeline has
-caught up (README, "Reliability").
+caught up (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import date
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from aggregator.count import Tally
+from schema.keys import day_of_daily
 
 # The day totals scan the whole table: at most once per this many seconds, however often /metrics is read.
 DAY_TOTALS_EVERY_S = 5.0
@@ -98,6 +99,11 @@ class WorkerMetrics:
         self._days = set(totals)
         self._days_at = time.monotonic()
 
+    def set_lag(self, lag: Mapping[int, int]) -> None:
+        """``tally_worker_consumer_lag`` of each partition in ``lag`` (events not yet counted)."""
+        for partition, events in lag.items():
+            self.consumer_lag.labels(str(partition)).set(events)
+
     def flushed(self, rows: int, seconds: float) -> None:
         self._flushed_at = time.time()
         self.last_flush.set(self._flushed_at)
@@ -120,8 +126,7 @@ def day_totals(items: Iterable[tuple[str, Tally]], partitions: Collection[int], 
     first = first_day.isoformat()
     totals: dict[str, int] = {}
     for key, tally in items:
-        if key.startswith("d") and tally.partition in partitions:
-            day = key[1:11]
-            if day >= first:
-                totals[day] = totals.get(day, 0) + tally.counter
+        day = day_of_daily(key)
+        if day is not None and day >= first and tally.partition in partitions:
+            totals[day] = totals.get(day, 0) + tally.counter
     return totals

@@ -42,9 +42,10 @@ from typing import Any, NamedTuple, cast
 
 from kafka import KafkaConsumer, TopicPartition
 
-from aggregator.count import CounterKey, DictCountTable, Tally, Windows, count_batch
+from aggregator.count import DictCountTable, Tally, Windows, count_batch
 from aggregator.decode import Message, decode_messages
 from schema.event import UndecodableEvent, day_of, decode, encode
+from schema.keys import SEP, CounterKey
 
 # Replay versions sit above every Kafka offset a live worker writes as version.
 REPLAY_VERSION_BASE = 1 << 62
@@ -157,8 +158,8 @@ class Batch(NamedTuple):
 def read(bootstrap: str, topic: str, plan: Plan, progress: Callable[[int], None]) -> Iterator[Batch]:
     """Every record of the plan's ranges, in batches, partition order kept.
 
-    aiokafka, driven on a private event loop: its fetcher is about five times
-    kafka-python's on one core (bench/replay.py).
+    aiokafka, driven on a private event loop: its fetcher is several times as
+    fast as kafka-python's on one core (bench/replay.py, docs/performance.md).
     """
     loop = asyncio.new_event_loop()
     batches = _batches(bootstrap, topic, plan)
@@ -312,6 +313,7 @@ class Recount:
         first_day, last_day = self.first_day, self.last_day
         per_day: Counter[date] = Counter()
         pending: dict[str, list[int]] = {}
+        sep = SEP  # schema.keys.counter_key, inlined: two keys per counter and bucket
         for cell, n in sizes.items():
             daily, hourly, day = windows[cell[1]]
             if not first_day <= day <= last_day:
@@ -319,7 +321,7 @@ class Recount:
             per_day[day] += n
             counter = counters[cell[0]]
             offset = last[cell]
-            for key in (f"{daily}:{counter}", f"{hourly}:{counter}"):
+            for key in (f"{daily}{sep}{counter}", f"{hourly}{sep}{counter}"):
                 entry = pending.get(key)
                 if entry is None:
                     pending[key] = [n, offset]
@@ -372,7 +374,7 @@ class Recount:
 
 
 # Python's cycle collector, left on, scans the batches in flight again and
-# again (a third of the time, bench/replay.py); nothing here makes cycles, so
+# again (docs/performance.md, bench/replay.py); nothing here makes cycles, so
 # it runs once every this many events instead.
 COLLECT_EVERY = 2_000_000
 

@@ -14,16 +14,16 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 
-from aggregator.count import CounterKey, Tally
+from aggregator.count import Tally
 from aggregator.metrics import WorkerMetrics
 from aggregator.write import RollupRow, RollupWriter
+from schema.keys import CounterKey
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
 """The longest wait between two tries of a failed write: one connection attempt per worker every 5 s costs a
-ClickHouse that is down nothing, and its counts show at most 5 s after it is back (with 30 s, a soak's showed
-up to 29 s late)."""
+ClickHouse that is down nothing, and its counts show at most 5 s after it is back."""
 
 
 class Rollup:

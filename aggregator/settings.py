@@ -26,14 +26,12 @@ class WorkerSettings:
     """TALLY_DAY_TZ: where a day starts and ends (IANA name)."""
     app_id: str = "tally-aggregator"
     """TALLY_WORKER_APP_ID: the consumer group, and the prefix of the table's changelog topic."""
-    partitions: int = 6
-    """TALLY_EVENTS_PARTITIONS: partitions of the events topic (and of the changelog)."""
-    replication: int = 1
-    """TALLY_KAFKA_REPLICATION: replication factor of the topics the worker creates."""
     store: str = "memory://"
     """TALLY_WORKER_STORE: memory:// or rocksdb:// (needs the rocksdict package)."""
-    data_dir: str = ".stack/worker"
-    """TALLY_WORKER_DATA_DIR: where Faust keeps local state."""
+    data_dir: str = "tally-worker-state"
+    """TALLY_WORKER_DATA_DIR: where Faust keeps the worker's local state (the RocksDB store), relative to the
+    working directory unless absolute (docker-compose.yml and deploy/k8s set /data/worker; the local stack gives
+    each worker its own)."""
     batch_max: int = 50_000
     """TALLY_WORKER_BATCH_MAX: events counted per batch at most."""
     batch_within_s: float = 1.0
@@ -65,8 +63,6 @@ class WorkerSettings:
             clickhouse=ClickHouseSettings.from_config(config),
             day_tz=zone(config, "TALLY_DAY_TZ", "UTC"),
             app_id=config("TALLY_WORKER_APP_ID", default=cls.app_id),
-            partitions=whole(config, "TALLY_EVENTS_PARTITIONS", cls.partitions),
-            replication=whole(config, "TALLY_KAFKA_REPLICATION", cls.replication),
             store=store,
             data_dir=config("TALLY_WORKER_DATA_DIR", default=cls.data_dir),
             batch_max=whole(config, "TALLY_WORKER_BATCH_MAX", cls.batch_max),

@@ -1,4 +1,4 @@
-"""Rollup rows into ClickHouse. One narrow interface, two implementations.
+"""Rollup rows into ClickHouse, through one narrow interface (an in-memory one for tests: tests/support/writers.py).
 
 Rows carry absolute counts and a version, so ``write`` may be called any
 number of times with the same or older rows: ``daily_stats`` and
@@ -60,27 +60,7 @@ class ClickHouseWriter:
             raise
 
     def close(self) -> None:
+        """Disconnect from ClickHouse; a later ``write`` connects again."""
         if self._client is not None:
             self._client.disconnect()
-
-
-class MemoryWriter:
-    """Keeps what ClickHouse's views would show: the highest version per key."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[date, datetime | None, str, str, str], RollupRow] = {}
-        self.writes = 0
-
-    def write(self, rows: Sequence[RollupRow]) -> None:
-        self.writes += 1
-        for row in rows:
-            key = (row.day, row.hour, row.label, row.category, row.dom_id)
-            held = self.rows.get(key)
-            if held is None or row.version >= held.version:
-                self.rows[key] = row
-
-    def daily(self) -> dict[tuple[date, str, str, str], int]:
-        return {(r.day, r.label, r.category, r.dom_id): r.counter for r in self.rows.values() if r.hour is None}
-
-    def hourly(self) -> dict[tuple[datetime, str, str, str], int]:
-        return {(r.hour, r.label, r.category, r.dom_id): r.counter for r in self.rows.values() if r.hour is not None}
+            self._client = None

@@ -43,14 +43,11 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -146,38 +143,25 @@ def free_port() -> int:
         return port
 
 
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited ({process.returncode}) before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if 200 <= response.status < 300:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} not ready after {timeout_s:.0f}s")
-
-
 @contextmanager
 def serving(argv: Sequence[str], ready_url: str, env: dict[str, str], log: Path, cwd: Path = ROOT) -> Iterator[int]:
-    """Run ``argv`` pinned to the server core until the block ends; yield its pid."""
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CORE), *argv], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
-        )
+    """Run ``argv`` pinned to the server core, once ``ready_url`` answers 2xx, until the block ends; yield its pid.
+
+    Its output goes to ``log`` (a ``.log`` file).
+    """
+    from stack.processes import Managed, http_status
+    from stack.stack import StackSettings
+
+    server = Managed(log.stem, log.parent / "run", log.parent, StackSettings.from_env(os.environ).start_timeout_s)
     try:
-        wait_http(ready_url, process)
-        yield process.pid
+        yield server.start_and_wait(
+            ["taskset", "-c", str(SERVER_CORE), *argv],
+            ready=lambda: 200 <= http_status(ready_url) < 300,
+            env=env,
+            cwd=cwd,
+        )
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop(timeout_s=20)
 
 
 def cpu_seconds(pid: int) -> float:

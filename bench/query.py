@@ -91,10 +91,8 @@ class Result:
 
 
 def load(settings: ClickHouseSettings, today: date) -> None:
-    with clickhouse_client(settings, database="default") as admin:
-        migrations.create_database(admin, settings.database)
+    migrations.apply(settings)
     with clickhouse_client(settings) as client:
-        migrations.migrate(client)
         written = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         rng = random.Random(5)
         for day_index in range(DAYS):

@@ -141,10 +141,7 @@ def main() -> None:
     database = f"bench_replay_{uuid.uuid4().hex[:8]}"
     settings = ClickHouseSettings(database=database)
     ensure_topic(BOOTSTRAP, topic, 6)
-    with clickhouse_client(settings, database="default") as admin:
-        migrations.create_database(admin, database)
-    with clickhouse_client(settings) as client:
-        migrations.migrate(client)
+    migrations.apply(settings)
     try:
         messages, day = events_of_a_closed_day(args.events)
         preload(BOOTSTRAP, topic, [(k, v) for k, v, _ in messages], [ts for _, _, ts in messages])

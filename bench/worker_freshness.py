@@ -32,8 +32,7 @@ from bench.worker_runs import PARTITIONS, Bench, daily_totals, differences, metr
 from schema.event import LabelEvent
 from schema.settings import clickhouse_client
 from stack.ports import free_port
-from stack.processes import Managed
-from stack.stack import WORKER_READY, tally_command
+from stack.stack import WORKER_READY, tally_command, worker_env
 
 PROBE_LABEL = "freshness_probe"
 REQUEST_EVENTS = 50  # ingest's MAX_LABELS_PER_REQUEST
@@ -78,7 +77,7 @@ def measure_freshness(
     app_id = bench.new_app_id("freshness")
     clickhouse = bench.new_database()
     run_dir = bench.tmp / app_id
-    worker = Managed("worker-1", run_dir / "run", run_dir / "logs")
+    worker = bench.stack.managed("worker-1", root=run_dir)
     env = {
         **os.environ,
         "TALLY_STACK_DIR": str(run_dir),
@@ -93,10 +92,13 @@ def measure_freshness(
         **(extra_env or {}),
     }
     port = int(env["TALLY_WORKER_WEB_PORT"])
-    worker.start(pinned(worker_cpu, [tally_command(), "worker", "--id", "1"]), env=env)
     worker_started = time.monotonic()
     try:
-        worker.wait_until(lambda: WORKER_READY in worker.log_since(0), 120, "ready")
+        worker.start_and_wait(
+            pinned(worker_cpu, [tally_command(), "worker", "--id", "1"]),
+            ready=WORKER_READY,
+            env=worker_env(run_dir, "1", env),
+        )
         argv = [sys.executable, "-m", "bench.worker_freshness", "--bootstrap", bench.bootstrap, "--topic", topic]
         argv += ["--rate", str(rate), "--seconds", str(seconds), "--probe-interval-s", str(probe_interval_s)]
         publisher = subprocess.Popen(pinned(1 - worker_cpu, argv), stdout=subprocess.PIPE, text=True)

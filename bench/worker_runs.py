@@ -32,8 +32,7 @@ from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
 from stack.kafka import delete_topics, ensure_topic
 from stack.ports import free_port
-from stack.processes import Managed
-from stack.stack import Stack, StackSettings, tally_command
+from stack.stack import Stack, StackSettings, tally_command, worker_env
 
 PARTITIONS = 6
 POLL_S = 0.25
@@ -248,13 +247,13 @@ def run_workers(
         "TALLY_WORKER_STORE": store,
         **(extra_env or {}),
     }
-    workers = [Managed(f"worker-{i}", run_dir / "run", run_dir / "logs") for i in range(1, len(cpus) + 1)]
+    workers = [bench.stack.managed(f"worker-{i}", root=run_dir) for i in range(1, len(cpus) + 1)]
     servers_before = bench.server_cpu()
     started = time.monotonic()
     pids = [
         worker.start(
             ["taskset", "-c", str(cpu), tally_command(), "worker", "--id", str(i)],
-            env={**env, "TALLY_WORKER_WEB_PORT": str(port)},
+            env=worker_env(run_dir, str(i), {**env, "TALLY_WORKER_WEB_PORT": str(port)}),
         )
         for i, (worker, cpu, port) in enumerate(zip(workers, cpus, ports, strict=True), start=1)
     ]

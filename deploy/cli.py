@@ -1,12 +1,20 @@
-"""``tally``: one command for the local stack and the services.
+"""``tally``: one command for the services, and for the local stack in a checkout.
 
-tally up        install what is missing, start everything, print where it is
+tally up        install what is missing, start everything, print where it is (in a checkout)
 tally down      stop everything ``up`` started
 tally status    what runs, and where
 tally migrate   apply the ClickHouse schema
 tally ingest    run the ingest service in the foreground
 tally worker    run a Faust worker in the foreground (run it again to add one)
+tally replay    rebuild the counts of past days from the events topic
+tally reset     recount everything from the events topic (workers stopped)
 """
+
+# The service commands read their settings only. up, down and status drive the
+# local stack (stack/), dev tooling that does not ship: they import it when run,
+# and exit 2 saying so where it is not installed. In a checkout, `tally worker`
+# joins the local stack and `tally reset` forgets its workers' state; an
+# installed tally does neither.
 
 from __future__ import annotations
 
@@ -15,8 +23,15 @@ import os
 import sys
 import time
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
-from stack.stack import Stack, StackSettings, worker_web_port
+from schema import migrations
+from schema.settings import ClickHouseSettings, clickhouse_client, config_from
+
+LOCAL_STACK_ONLY = (
+    "tally {command}: the local stack is dev tooling, run from a checkout of the repository "
+    "(make up, make status, make down); this tally is installed without it\n"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,19 +46,34 @@ def main(argv: list[str] | None = None) -> int:
     migrate.add_argument(
         "--cluster",
         metavar="NAME",
-        help="apply the replicated, sharded layout on every node of this ClickHouse cluster (README, Scaling)",
+        help="apply the replicated, sharded layout on every node of this ClickHouse cluster (docs/scaling.md)",
     )
     commands.add_parser("ingest", help="run the ingest service (foreground)")
     worker = commands.add_parser("worker", help="run a Faust worker (foreground)")
-    worker.add_argument("--id", help="worker identity: its state lives in .stack/worker-ID (default: the first free)")
+    worker.add_argument(
+        "--id",
+        help="worker identity: /metrics on 6065 + ID unless TALLY_WORKER_WEB_PORT says; in a checkout, "
+        "its state lives in .stack/worker-ID (default: the first free)",
+    )
     replay = commands.add_parser("replay", help="rebuild the counts of past days from the events topic")
     replay.add_argument("--from", dest="first", required=True, type=date.fromisoformat, help="first day, YYYY-MM-DD")
     replay.add_argument("--to", dest="last", required=True, type=date.fromisoformat, help="last day, YYYY-MM-DD")
     replay.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
     reset = commands.add_parser("reset", help="recount everything from the events topic (workers stopped)")
     reset.add_argument("--yes", action="store_true", required=True, help="yes, forget the workers' state")
+    reset.add_argument(
+        "--state-dir",
+        dest="state_dirs",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a worker's local state to remove (repeatable; default: TALLY_WORKER_DATA_DIR, "
+        "in a checkout the local stack's .stack/worker-*)",
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "migrate":
+        return _migrate(args.cluster)
     if args.command == "ingest":
         return _ingest()
     if args.command == "worker":
@@ -51,18 +81,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         return _replay(args.first, args.last, dry_run=args.dry_run)
     if args.command == "reset":
-        return _reset()
+        return _reset(args.state_dirs)
+    return _local_stack(args.command)
+
+
+def _local_stack(command: str) -> int:
+    """``tally up``, ``down`` or ``status``: the local stack, in a checkout only."""
+    try:
+        from stack.stack import Stack, StackSettings
+    except ModuleNotFoundError as missing:
+        if not _is_local_stack(missing):
+            raise
+        sys.stderr.write(LOCAL_STACK_ONLY.format(command=command))
+        return 2
     stack = Stack(StackSettings.from_env(os.environ))
-    if args.command == "up":
+    if command == "up":
         stack.up()
-    elif args.command == "down":
+    elif command == "down":
         stack.down()
-    elif args.command == "status":
+    elif command == "status":
         stack.print_status()
-    elif args.command == "migrate":
-        applied = stack.migrate(args.cluster)
-        sys.stdout.write("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "schema up to date")
-        sys.stdout.write("\n")
+    return 0
+
+
+def _migrate(cluster: str | None) -> int:
+    applied = migrations.apply(ClickHouseSettings.from_config(config_from(os.environ)), cluster)
+    sys.stdout.write("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "schema up to date")
+    sys.stdout.write("\n")
     return 0
 
 
@@ -118,25 +163,28 @@ def _worker(worker_id: str | None) -> int:
     from aggregator.settings import WorkerSettings
     from deploy import logs
 
-    stack = Stack(StackSettings.from_env(os.environ))
-    if worker_id is None:
-        worker_id = next(str(n) for n in range(1, 1000) if stack.worker(str(n)).pid() in (None, os.getpid()))
     env = dict(os.environ)
-    env.setdefault("TALLY_WORKER_DATA_DIR", str(stack.settings.root / f"worker-{worker_id}"))
-    env.setdefault("TALLY_WORKER_WEB_PORT", str(worker_web_port(worker_id)))
+    try:
+        from stack.stack import join_by_hand
+    except ModuleNotFoundError as missing:  # installed: the worker's own settings only
+        if not _is_local_stack(missing):
+            raise
+        if worker_id is not None:
+            env.setdefault("TALLY_WORKER_WEB_PORT", str(worker_web_port(worker_id)))
+    else:  # in a checkout, the worker joins the local stack
+        env = join_by_hand(worker_id, env)
     settings = WorkerSettings.from_env(env)
-    own = stack.worker(worker_id)
-    if own.pid() is None:  # started by hand, not by `tally up`: register it for status/down
-        own.run_dir.mkdir(parents=True, exist_ok=True)
-        own.pid_file.write_text(f"{os.getpid()}\n")
-    logs.configure("INFO")
-    mode.loop.use("uvloop")  # a quarter more events/s on one core (bench/worker.py)
+    logs.configure(settings.log_level)
+    mode.loop.use("uvloop")  # more events/s on one core than asyncio's loop (docs/performance.md)
     app = create_app(settings)
     # The worker holds whole batches of records while it counts them: collect
     # the young generation less often, and never walk what startup made.
     gc.set_threshold(50_000, 20, 100)
     gc.freeze()
-    faust.Worker(app, loglevel="INFO", quiet=True, logging_config=logs.dict_config("INFO")).execute_from_commandline()
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, quiet=True, logging_config=logs.dict_config(settings.log_level)
+    )
+    worker.execute_from_commandline()
     return 0
 
 
@@ -149,7 +197,6 @@ def _replay(first: date, last: date, *, dry_run: bool) -> int:
     from aggregator import replay
     from aggregator.count import first_open_day
     from aggregator.settings import WorkerSettings
-    from schema.settings import clickhouse_client
 
     settings = WorkerSettings.from_env(os.environ)
     console = Console()
@@ -203,7 +250,12 @@ def _replay(first: date, last: date, *, dry_run: bool) -> int:
     return 0
 
 
-def _reset() -> int:
+def worker_web_port(worker_id: str) -> int:
+    """Where ``tally worker --id N`` serves /metrics, /healthz and /readyz unless TALLY_WORKER_WEB_PORT says."""
+    return 6065 + int(worker_id) if worker_id.isdigit() else 6066
+
+
+def _reset(state_dirs: list[Path] | None) -> int:
     from kafka import KafkaAdminClient, KafkaConsumer
     from rich.console import Console
 
@@ -211,10 +263,10 @@ def _reset() -> int:
     from aggregator.reset import ResetRefused, reset
     from aggregator.settings import WorkerSettings
     from ingest.settings import IngestSettings
-    from schema.settings import clickhouse_client
 
     settings = WorkerSettings.from_env(os.environ)
-    stack = Stack(StackSettings.from_env(os.environ))
+    if state_dirs is None:
+        state_dirs = _workers_state(settings.data_dir)
     console = Console()
     bootstrap = settings.kafka.bootstrap.split(",")
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tally-reset")
@@ -225,11 +277,11 @@ def _reset() -> int:
             outcome = reset(
                 admin, consumer, client,
                 bootstrap=settings.kafka.bootstrap, topic=settings.kafka.topic, app_id=settings.app_id,
-                state_dirs=sorted(stack.settings.root.glob("worker-*")),
+                state_dirs=state_dirs,
                 tz=settings.day_tz,
                 first_open_day=first_open_day(datetime.now(settings.day_tz), settings.window_days),
                 max_past_s=IngestSettings.from_env(os.environ).limits.max_client_ts_past_s,
-                oldest_day=datetime.now(settings.day_tz).date() - timedelta(days=stack.settings.retention_days),
+                oldest_day=datetime.now(settings.day_tz).date() - timedelta(days=settings.kafka.retention_days),
             )  # fmt: skip
     except ResetRefused as refused:
         console.print(f"[bold red]refused:[/] {refused}")
@@ -244,6 +296,22 @@ def _reset() -> int:
                       f"from {outcome.counted.events_read:,} events")  # fmt: skip
     console.print("workers' state forgotten; start the workers (tally worker / make up) to recount the open days")
     return 0
+
+
+def _workers_state(data_dir: str) -> list[Path]:
+    """What ``tally reset`` forgets unless told: the local stack's workers' state in a checkout, else ``data_dir``."""
+    try:
+        from stack.stack import worker_state_dirs
+    except ModuleNotFoundError as missing:
+        if not _is_local_stack(missing):
+            raise
+        return [Path(data_dir)]
+    return worker_state_dirs(os.environ)
+
+
+def _is_local_stack(missing: ModuleNotFoundError) -> bool:
+    """Whether what could not be imported is the local stack itself (not installed), not one of its imports."""
+    return missing.name in ("stack", "stack.stack")
 
 
 if __name__ == "__main__":

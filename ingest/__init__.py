@@ -1,4 +1,4 @@
-"""The ingest service: beacons in, label events on Kafka, stats out.
+"""The ingest service: beacons in, label events on Kafka (the process also mounts the read side, :mod:`query`).
 
 A beacon goes through one module per stage, assembled in :mod:`ingest.pipeline`:
 
@@ -9,7 +9,10 @@ A beacon goes through one module per stage, assembled in :mod:`ingest.pipeline`:
 
 ``outcome`` says what became of each event (drop reasons), ``answer`` how
 ingest answers (JSON, or a GIF), ``errors`` what can go wrong and its HTTP
-status. ``track`` holds the beacon routes, ``client`` the backend's
-``Tracker``, ``query`` the read side, ``app`` assembles the routes with the
-clients they share.
+answer. ``track`` holds the beacon routes, ``client`` the backend's
+``Tracker``, ``app`` assembles the routes with the clients they share.
+Publishing: ``publish`` (the publisher, its bounded waits and the outage
+breaker), ``batches`` (records straight into the producer's batches),
+``partition`` (which partition a counter goes to), ``kafka_internals``
+(every private name of kafka-python ingest uses, for the version pinned).
 """

@@ -124,14 +124,14 @@ def create_app(
             Route("/metrics", metrics_page),
         ],
         middleware=[
+            # First, so the beacons' fast path is under any middleware added later (ingest.track).
+            *([Middleware(Beacons, cors=cors, access_log=settings.access_log)] if "track" in settings.routes else []),
             Middleware(Observed, access_log=settings.access_log),
             Middleware(CORSMiddleware, **cors),
         ],
         exception_handlers={IngestError: as_response, QueryError: error_response},
         lifespan=lifespan,
     )
-    if "track" in settings.routes:  # the beacons' GET and POST skip Starlette's layers (same answers; ingest.track)
-        app.middleware_stack = Beacons(app.build_middleware_stack(), cors=cors, access_log=settings.access_log)
     return app
 
 
@@ -139,12 +139,11 @@ def freeze_startup() -> None:
     """Keep what startup made (modules, the app, the producer) out of every later garbage collection.
 
     A request waiting for Kafka's ack outlives many young-generation
-    collections, so its objects reach the oldest generation, and collections
-    of that one come every second or so: each walked every object of the
-    process, some 55,000, for up to 30 ms with the event loop stopped, and
-    those pauses made the GET p99 (README, "Performance: ingest"). Frozen,
-    startup's objects are never walked again; what requests leave behind
-    still is, so cycles are still collected.
+    collections, so its objects reach the oldest generation, whose
+    collections walk every object of the process with the event loop
+    stopped: those pauses make the tail of a GET's latency
+    (docs/performance.md). Frozen, startup's objects are never walked again;
+    what requests leave behind still is, so cycles are still collected.
     """
     gc.collect()
     gc.freeze()

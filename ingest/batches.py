@@ -17,18 +17,14 @@ from collections.abc import Collection, Sequence
 from typing import Any, Final, NamedTuple
 
 from kafka import KafkaProducer
-from kafka import __version__ as kafka_version
-from kafka.errors import KafkaError
-from kafka.partitioner import murmur2
 from kafka.structs import TopicPartition
 
+from ingest.kafka_internals import Accumulator, Record, batch_error
+from ingest.partition import RememberingPartitioner
 from schema.event import LabelEvent, encode_key, value_head, value_of
 
 MAX_REMEMBERED_COUNTERS: Final = 100_000
 """Counters whose Kafka key and partition are remembered (then forgotten all at once)."""
-
-Record = tuple[int, bytes, bytes]
-"""A record to write: its timestamp (ms), key, value."""
 
 
 class Route(NamedTuple):
@@ -38,10 +34,6 @@ class Route(NamedTuple):
     partition: TopicPartition
     value_head: bytes
     """schema.event.value_head: each event's value is this and its time."""
-
-
-KAFKA_PYTHON_SERIES: Final = "3.0."
-"""The kafka-python releases whose internals :class:`BatchAppender` was written against."""
 
 
 class Acks:
@@ -154,37 +146,24 @@ class BatchAppender:
     one wake-up of the event loop. The batch's ack is the same acks=all ack
     (``acks.done`` fails if Kafka refused any record of the batch).
 
-    This uses kafka-python's internals (the accumulator, its batches and
-    locks), so it runs only on the version it was written against
-    (:data:`KAFKA_PYTHON_SERIES`); any other version gets ``send()``.
+    The accumulator's internals are reached through :mod:`ingest.kafka_internals`.
     A batch kafka-python splits (a broker's MESSAGE_TOO_LARGE, impossible
     with records of a few hundred bytes) never acks its first future: the
     requests waiting on it time out into a 503, never a false 2xx.
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
-        self._producer = producer
-        self._accumulator = producer._accumulator
-        self._metadata = producer._metadata
+    def __init__(self, producer: KafkaProducer, topic: str, partitioner: RememberingPartitioner) -> None:
+        self._accumulator = Accumulator(producer)
+        self._partitioner = partitioner
         self._topic = topic
         self._routes: dict[tuple[str, str, str], Route] = {}
         self._partition_count = 0
         # Per partition: the batch being filled (its produce future) and who waits on it.
         self._watched: dict[TopicPartition, tuple[Any, list[Acks]]] = {}
 
-    @staticmethod
-    def supported(producer: KafkaProducer) -> bool:
-        accumulator = getattr(producer, "_accumulator", None)
-        return (
-            kafka_version.startswith(KAFKA_PYTHON_SERIES)
-            and isinstance(getattr(getattr(producer, "_metadata", None), "_partitions", None), dict)
-            and all(hasattr(accumulator, name) for name in ("_tp_lock", "_batches", "_appends_in_progress", "_closed"))
-        )
-
     def partitions(self) -> Collection[int] | None:
-        """The topic's partitions, if the producer knows them (without copying them, as partitions_for_topic does)."""
-        known: Collection[int] | None = self._metadata._partitions.get(self._topic)
-        return known
+        """The topic's partitions, if the producer knows them."""
+        return self._accumulator.partitions(self._topic)
 
     def append(self, events: Sequence[LabelEvent], acks: Acks, partitions: Collection[int]) -> None:
         if len(partitions) != self._partition_count:
@@ -200,30 +179,25 @@ class BatchAppender:
                 records = by_partition[route.partition] = []
             records.append((ts_ms, route.key, value_of(route.value_head, ts_ms)))
         accumulator = self._accumulator
-        accumulator._appends_in_progress.increment()  # close() waits for appends in progress
+        accumulator.begin_appends()
         try:
             now = time.monotonic()
             for tp, records in by_partition.items():
                 self._append_to(tp, records, acks, now)
         finally:
-            accumulator._appends_in_progress.decrement()
+            accumulator.end_appends()
 
     def _append_to(self, tp: TopicPartition, records: list[Record], acks: Acks, now: float) -> None:
         """One partition's records, in order, under its lock: into its open batch, then new ones as they fill."""
         accumulator = self._accumulator
         start = 0
         while start < len(records):
-            with accumulator._tp_lock(tp):
-                if accumulator._closed:
-                    raise KafkaError("the producer is closed")
-                batches = accumulator._batches[tp]
-                if batches:
-                    batch = batches[-1]
-                    written, biggest = write_records(batch.records, records, start)
+            with accumulator.lock(tp):
+                batch = accumulator.open_batch(tp)
+                if batch is not None:
+                    written = accumulator.fill(batch, records, start, now)
                     if written > start:
-                        batch.max_record_size = max(batch.max_record_size, biggest)
-                        batch.last_append = now
-                        self._watch(tp, batch.produce_future, acks)
+                        self._watch(tp, accumulator.batch_future(batch), acks)
                         start = written
                         continue
             ts_ms, key, value = records[start]
@@ -231,27 +205,24 @@ class BatchAppender:
             start += 1
 
     def _route(self, event: LabelEvent, partitions: Collection[int]) -> Route:
-        """The counter's route, remembered: kafka-python's DefaultPartitioner's partition, murmur2 of the key."""
+        """The counter's route, remembered: its key, and the partition kafka-python's default would choose."""
         counter = (event.label, event.category, event.dom_id)
         route = self._routes.get(counter)
         if route is None:
             if len(self._routes) >= MAX_REMEMBERED_COUNTERS:
                 self._routes.clear()
             key = encode_key(event)
-            ordered = sorted(partitions)
-            partition = ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
+            partition = self._partitioner.choose(key, partitions)
             route = self._routes[counter] = Route(key, TopicPartition(self._topic, partition), value_head(*counter))
         return route
 
     def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes, value: bytes, acks: Acks) -> None:
         """kafka-python's own append starts the batch; then wait on it like on any other."""
         accumulator = self._accumulator
-        future = accumulator.append(tp, ts_ms, key, value, [])[0]
-        self._producer._sender.wakeup()
-        with accumulator._tp_lock(tp):
-            batches = accumulator._batches[tp]
-            if batches and batches[-1].produce_future is future._produce_future:
-                self._watch(tp, future._produce_future, acks)
+        future, batch_future = accumulator.start_batch(tp, ts_ms, key, value)
+        with accumulator.lock(tp):
+            if accumulator.last_batch_future(tp) is batch_future:
+                self._watch(tp, batch_future, acks)
                 return
         # Already drained, maybe acked: wait on the record's own future instead.
         acks.expect(1)
@@ -272,37 +243,9 @@ class BatchAppender:
         acks.expect(1)
 
 
-def write_records(memory_records: Any, records: Sequence[Record], start: int) -> tuple[int, int]:
-    """Append ``records[start:]`` to an open batch until it is full; (index after the last written, largest size).
-
-    Each record is written by kafka-python's own ``MemoryRecordsBuilder.append``
-    (the record format is the library's to write, not ours); what this saves
-    over ``send()`` is everything around it.
-    """
-    append = memory_records.append
-    biggest = 0
-    for index in range(start, len(records)):
-        ts_ms, key, value = records[index]
-        appended = append(ts_ms, key, value, NO_HEADERS)
-        if appended is None:  # full (or closed): the caller starts a new batch
-            return index, biggest
-        if appended.size > biggest:
-            biggest = appended.size
-    return len(records), biggest
-
-
-NO_HEADERS: Final = ()
-"""A record's headers: none (a tuple, so that kafka-python makes no empty list per record)."""
-
-
 def batch_settled(waiters: list[Acks], result: object) -> None:
     """On the I/O thread: a batch is acked, or failed; every request waiting on it hears once per event loop."""
-    exc: BaseException | None = None
-    if isinstance(result, BaseException):
-        exc = result
-    elif isinstance(result, tuple) and result[2] is not None:  # (base offset, time, the records' errors)
-        failed = result[2](0)
-        exc = failed if isinstance(failed, BaseException) else KafkaError("the batch failed")
+    exc = batch_error(result)
     loops: dict[asyncio.AbstractEventLoop, list[Acks]] = {}
     for acks in waiters:
         loops.setdefault(acks._loop, []).append(acks)

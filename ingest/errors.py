@@ -1,4 +1,4 @@
-"""What can go wrong in ingest, mapped to HTTP in one place (:func:`as_response`).
+"""What can go wrong in ingest, mapped to HTTP in one place (:func:`answer_of`).
 
 Each error carries its status, its JSON body and its headers; the answer's
 form (JSON, or a GIF for the pixel route) is :mod:`ingest.answer`'s.
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ingest.answer import refused
+from ingest.answer import Answer, refused
 from ingest.outcome import Drop
 
 
@@ -99,7 +99,12 @@ class BrokerUnavailable(IngestError):
         return {"Retry-After": str(self.retry_after_s), "X-Tally-Recorded": self.recorded}
 
 
+def answer_of(exc: IngestError, path: str) -> Answer:
+    """The answer to a request for ``path`` that raised ``exc``: its JSON, or a GIF on the pixel route (``*.gif``)."""
+    return refused(exc.status, exc.body(), exc.headers(), as_pixel=path.endswith(".gif"))
+
+
 async def as_response(request: Request, exc: Exception) -> Response:
-    """The app's one handler for IngestError; the pixel route (``*.gif``) answers an image even then."""
+    """The app's handler for IngestError (the beacon routes' own answers use :func:`answer_of` directly)."""
     assert isinstance(exc, IngestError)
-    return refused(exc.status, exc.body(), exc.headers(), as_pixel=request.url.path.endswith(".gif")).response()
+    return answer_of(exc, request.url.path).response()

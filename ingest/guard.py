@@ -34,7 +34,7 @@ _label: Final = operator.attrgetter("label")
 
 # Well-known crawlers, link-preview fetchers, headless browsers and uptime
 # monitors, matched on the lower-cased User-Agent (a case-insensitive regex
-# costs ten times more per request). Small on purpose: a false positive
+# costs far more per request). Small on purpose: a false positive
 # loses a real visitor's count. "bot" counts only as a product name
 # ("Googlebot/2.1", "PetalBot;", "DuckDuckBot-Https"): "CUBOT P40" is a phone.
 BOT_USER_AGENTS: Final = re.compile(

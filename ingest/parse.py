@@ -66,7 +66,7 @@ def looks_like_json(body: bytes) -> bool:
 def parse_json(body: bytes) -> list[object]:
     """The events of a JSON body, unchecked: one item per event the client meant to send."""
     try:
-        doc = orjson.loads(body)  # a tenth of json.loads' time for a batch
+        doc = orjson.loads(body)  # much faster than json.loads for a batch
     except orjson.JSONDecodeError:
         # What orjson refuses and the standard library reads (a BOM, UTF-16, 1e400, a lone
         # surrogate) is read as before, so that both accept and refuse the same bodies.

@@ -39,12 +39,12 @@ from typing import Any, Final, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
-from kafka.partitioner import DefaultPartitioner, Partitioner, murmur2
 from starlette.concurrency import run_in_threadpool
 
 from ingest.batches import Acks, BatchAppender, Deadlines
 from ingest.errors import BrokerUnavailable
-from ingest.producer_recovery import recover_after_reset
+from ingest.kafka_internals import check_version, recover_after_reset
+from ingest.partition import RememberingPartitioner
 from schema.event import LabelEvent, encode, encode_key
 from schema.settings import KafkaSettings
 
@@ -54,7 +54,7 @@ BATCH_BYTES: Final = 65_536
 Under load, JSON batches from many clients fill 16 KiB before ``linger_ms``
 is up. The producer's I/O thread pays per batch (building, sending and
 settling it) more than per record, so larger batches cost less per event
-(README, "Performance: ingest"). Six partitions' batches stay well inside
+(docs/performance.md). Six partitions' batches stay well inside
 one produce request (``max_request_size``, 1 MiB).
 """
 
@@ -144,7 +144,11 @@ class Outage:
 
 
 class KafkaPublisher:
-    """Publishes with acks from all in-sync replicas, idempotently."""
+    """Publishes with acks from all in-sync replicas, idempotently.
+
+    Refuses to start on a kafka-python other than the one its use of the
+    producer's internals is proved with (:func:`ingest.kafka_internals.check_version`).
+    """
 
     def __init__(self, bootstrap: str, topic: str, settings: PublishSettings) -> None:
         self.topic = topic
@@ -155,6 +159,8 @@ class KafkaPublisher:
         """How long a request waits for its acks: longer than the producer's own delivery timeout."""
         self._deadlines: Deadlines | None = None
         self.outage = Outage(settings.probe_every_ms / 1000)
+        check_version()
+        partitioner = RememberingPartitioner()
         request_timeout = max(settings.delivery_timeout_ms - settings.linger_ms - 100, 500)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
@@ -166,14 +172,14 @@ class KafkaPublisher:
             request_timeout_ms=request_timeout,
             delivery_timeout_ms=settings.delivery_timeout_ms,
             max_block_ms=settings.max_block_ms,
-            partitioner=RememberingPartitioner(),
+            partitioner=partitioner,
             client_id="tally-ingest",
             # Given, so the constructor does not wait for a broker: ingest
             # starts (and answers 503) while Kafka is down.
             api_version=(3, 9),
         )
         recover_after_reset(self._producer)
-        self._batches = BatchAppender(self._producer, topic) if BatchAppender.supported(self._producer) else None
+        self._batches = BatchAppender(self._producer, topic, partitioner)
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings, settings: PublishSettings) -> KafkaPublisher:
@@ -193,13 +199,11 @@ class KafkaPublisher:
         self.in_flight += count
         try:
             waits_on_its_own = not self._deadlines_on(loop).add(acks)
-            partitions = self._batches.partitions() if self._batches is not None else None
-            if partitions is not None and self._batches is not None:
+            partitions = self._batches.partitions()
+            if partitions is not None:
                 self._batches.append(events, acks, partitions)  # cannot block: see the module's docstring
-            elif self._producer._metadata.partitions_for_topic(self.topic) is None:
-                await run_in_threadpool(self._send, events, acks)
             else:
-                self._send(events, acks)
+                await run_in_threadpool(self._send, events, acks)
             if waits_on_its_own:
                 async with asyncio.timeout(self._wait_s):
                     await acks.done
@@ -241,7 +245,7 @@ class KafkaPublisher:
         return BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc), handed_over)
 
     def _send(self, events: Sequence[LabelEvent], acks: Acks) -> None:
-        """kafka-python's public way, a future per record: while the topic is unknown, or without the batch path.
+        """kafka-python's public way, a future per record: while the topic is unknown.
 
         The first send waits for the topic's metadata; if it gives up, nothing was handed over.
         """
@@ -273,37 +277,6 @@ class KafkaPublisher:
         """Flush what is in flight, then close: a SIGTERM loses nothing acked."""
         self._producer.flush(timeout=self.settings.delivery_timeout_ms / 1000)
         self._producer.close(timeout=5)
-
-
-MAX_REMEMBERED_KEYS: Final = 100_000
-
-
-class RememberingPartitioner(Partitioner):  # type: ignore[misc]  # kafka-python is untyped
-    """kafka-python's default choice for keyed records, with each key's hash remembered.
-
-    The same partition as :class:`kafka.partitioner.DefaultPartitioner` (murmur2
-    of the key, modulo the partition count), which the pure-Python murmur2
-    makes cost about 3 µs a record. Keys repeat (one per counter), so their
-    hashes are kept, up to MAX_REMEMBERED_KEYS (then forgotten all at once).
-    """
-
-    def __init__(self) -> None:
-        self._hashes: dict[bytes, int] = {}
-        self._default = DefaultPartitioner()
-
-    def partition(
-        self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any, cluster: Any
-    ) -> int:
-        partitions = cluster.partitions_for_topic(topic)
-        if serialized_key is None or not partitions:
-            return int(self._default.partition(topic, key, serialized_key, value, serialized_value, cluster))
-        hashed = self._hashes.get(serialized_key)
-        if hashed is None:
-            if len(self._hashes) >= MAX_REMEMBERED_KEYS:
-                self._hashes.clear()
-            hashed = self._hashes[serialized_key] = murmur2(serialized_key) & 0x7FFFFFFF
-        ordered = sorted(partitions)
-        return int(ordered[hashed % len(ordered)])
 
 
 def _cause(exc: BaseException) -> str:

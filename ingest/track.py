@@ -9,11 +9,11 @@
 Each answers only once Kafka has acked every published event (or 503).
 
 The handlers are plain ASGI, and are served two ways with one behaviour.
-:class:`Beacons`, in front of Starlette's whole middleware stack, answers
-``GET`` and ``POST`` of these paths itself, doing what Starlette's error
-layer and the ``Observed`` and CORS middlewares would do: Starlette's
-layers (middleware, routing, ``Request``, ``Response``) cost more CPU than
-the rest of a GET's trip (README, "Performance: ingest"). Anything else on
+:class:`Beacons`, the app's first middleware, answers ``GET`` and ``POST``
+of these paths itself, doing what the ``Observed`` and CORS middlewares
+after it would: the layers it skips (those middlewares, Starlette's
+exception layer and routing, ``Request``, ``Response``) cost a GET about
+as much CPU as the rest of its trip (docs/performance.md). Anything else on
 these paths (``HEAD``, a preflight ``OPTIONS``, a 405) goes through
 Starlette, whose routes serve the same handlers (:class:`Served`).
 """
@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest import answer
 from ingest.answer import Answer
-from ingest.errors import BrokerUnavailable, IngestError, InvalidBeacon, TooLarge, UnsupportedMediaType
+from ingest.errors import BrokerUnavailable, IngestError, InvalidBeacon, TooLarge, UnsupportedMediaType, answer_of
 from ingest.metrics import IngestMetrics
 from ingest.observe import observed
 from ingest.outcome import Outcome
@@ -73,24 +73,16 @@ ROUTES: Final[Mapping[tuple[str, str], Handler]] = {
 
 
 async def answered(handler: Handler, scope: Scope, receive: Receive) -> Answer:
-    """The handler's answer, or the refusal it raised (as ``ingest.errors.as_response`` would answer it)."""
+    """The handler's answer, or the refusal it raised."""
     try:
         return await handler(scope, receive)
     except IngestError as exc:
-        return answer.refused(exc.status, exc.body(), exc.headers(), as_pixel=scope["path"].endswith(".gif"))
+        return answer_of(exc, scope["path"])
 
 
 async def send_answer(send: Send, reply: Answer) -> None:
     await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
     await send({"type": "http.response.body", "body": reply.body})
-
-
-SERVER_ERROR: Final = Answer(
-    500,
-    [(b"content-length", b"21"), (b"content-type", b"text/plain; charset=utf-8")],
-    b"Internal Server Error",
-)
-"""What Starlette's ServerErrorMiddleware answers an unexpected error with (debug off)."""
 
 
 class Served:
@@ -104,14 +96,16 @@ class Served:
 
 
 class Beacons:
-    """Answers the beacon routes' GET and POST before Starlette's layers; passes on everything else.
+    """Middleware: answers the beacon routes' GET and POST itself; passes on everything else.
 
-    Does for these answers what the app's middleware does: counts and (if
-    asked) logs each answer like ``ingest.observe.Observed``, adds the CORS
-    headers of Starlette's ``CORSMiddleware``, built from the same ``cors``
-    arguments, and answers an unexpected error as Starlette's
-    ``ServerErrorMiddleware`` does: a plain 500 (counted), and the error
-    raised on for the server to log.
+    The first entry of the app's middleware list (:func:`ingest.app.create_app`),
+    so inside Starlette's ``ServerErrorMiddleware`` (which answers an
+    unexpected error with a plain 500) and under any middleware added with
+    ``app.add_middleware``. Does for its answers what the middleware after it
+    would: counts and (if asked) logs each answer like
+    ``ingest.observe.Observed`` (an unexpected error as a 500, raised on),
+    and adds the CORS headers of Starlette's ``CORSMiddleware``, built from
+    the same ``cors`` arguments.
     """
 
     def __init__(self, app: ASGIApp, cors: Mapping[str, Any], access_log: bool = False) -> None:
@@ -131,11 +125,7 @@ class Beacons:
         started = time.perf_counter()
         status = 500  # unless an answer is made: an unexpected error
         try:
-            try:
-                reply = await answered(handler, scope, receive)
-            except Exception:
-                await send_answer(send, SERVER_ERROR)  # as Starlette's error layer answers; raised on to be logged
-                raise
+            reply = await answered(handler, scope, receive)
             status = reply.status
             self._add_cors(scope, reply.headers)
             await send_answer(send, reply)

@@ -4,6 +4,8 @@
   the Kafka topic.
 - :mod:`schema.settings` -- where the contract lives: the events topic and
   the ClickHouse database, read the same way by both services.
+- :mod:`schema.keys` -- the keys of the worker's count table: a counter's
+  window and counter, and the table's position per partition.
 - :mod:`schema.migrations` -- the ClickHouse DDL, versioned, and the views
   every reader goes through.
 """

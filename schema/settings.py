@@ -110,12 +110,23 @@ class KafkaSettings:
     """TALLY_KAFKA_BOOTSTRAP: host:port[,host:port...] of the brokers."""
     topic: str = "tally.events"
     """TALLY_EVENTS_TOPIC: the topic every label event goes to."""
+    partitions: int = 6
+    """TALLY_EVENTS_PARTITIONS: partitions of the events topic (and of the worker's changelog); a worker's
+    unit of scaling, set when the topic is created."""
+    retention_days: int = 30
+    """TALLY_EVENTS_RETENTION_DAYS: how long the events topic keeps events (replays reach that far)."""
+    replication: int = 1
+    """TALLY_KAFKA_REPLICATION: replication factor of the topics Tally creates (the worker's changelog, and
+    the events topic where the worker or the local stack creates it)."""
 
     @classmethod
     def from_config(cls, config: Config) -> KafkaSettings:
         return cls(
             bootstrap=config("TALLY_KAFKA_BOOTSTRAP", default=cls.bootstrap),
             topic=config("TALLY_EVENTS_TOPIC", default=cls.topic),
+            partitions=whole(config, "TALLY_EVENTS_PARTITIONS", cls.partitions),
+            retention_days=whole(config, "TALLY_EVENTS_RETENTION_DAYS", cls.retention_days),
+            replication=whole(config, "TALLY_KAFKA_REPLICATION", cls.replication),
         )
 
 

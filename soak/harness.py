@@ -1,6 +1,6 @@
 """The whole system under load and faults, then reconciled: ``make soak`` (``SOAK_SECONDS``, default 600).
 
-    python -m soak.harness --seconds 600 [--rate 150] [--results bench/results] [--name soak-600s]
+    python -m soak --seconds 600 [--rate 150] [--results bench/results] [--name soak-600s]
 
 1. Starts a stack of its own, apart from the local one (which other work
    may be using): a Kafka broker and a ClickHouse server on free ports, with
@@ -54,8 +54,8 @@ from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
 from soak.load import PROBE_LABEL, Load, LoadSettings, Outcomes, boundary_for
 from soak.report import RECOVERY_LIMIT_S, RECOVERY_PROBE_S
 from stack.ports import free_port
-from stack.processes import Managed, http_status
-from stack.stack import CHECKOUT, WORKER_READY, Stack, StackSettings, tally_command
+from stack.processes import Managed
+from stack.stack import CHECKOUT, Stack, StackSettings, start_ingest, start_worker, worker_env
 
 READ_TOKEN = "tally-soak-read-token-0123456789"
 TOPIC = "soak.events"
@@ -75,13 +75,13 @@ class SoakSettings:
     """Results file stem; default ``soak-<seconds>s``."""
     workers: int = 2
     store: str = "rocksdb://"
-    """The workers' table store: RocksDB, as the README advises for several workers (known bug, memory store)."""
+    """The workers' table store: RocksDB, as docs/limits.md advises for several workers."""
     day_tz: str = "UTC"
     clickhouse_outage_s: float = 30.0
     kafka_outage_s: float = 0.0
     """How long the broker stays stopped before its restart: past the requests' wait (6 s), requests get 503s."""
     worker_down_s: float = SESSION_TIMEOUT_S + 5
-    """kill -9 to restart: past the session timeout (README, known bug: a faster restart may stall)."""
+    """kill -9 to restart: past the session timeout (a faster restart may stall: docs/limits.md)."""
     window_s: float = 20.0
     """The 'before' and 'after' windows around each fault, and the least time between two faults."""
     drain_timeout_s: float = 240.0
@@ -136,6 +136,7 @@ class SoakStack:
                 clickhouse=ClickHouseSettings(port=free_port(), database=DATABASE),
                 clickhouse_http_port=free_port(),
                 ingest_port=free_port(),
+                start_timeout_s=StackSettings.from_env(os.environ).start_timeout_s,
             )
         )
         self.worker_ports = {str(n): free_port() for n in range(1, settings.workers + 1)}
@@ -156,7 +157,7 @@ class SoakStack:
         """Wipe the previous run's data (Kafka's jars stay); refuse if something of it still runs."""
         root = self.settings.root
         for pid_file in (root / "run").glob("*.pid") if (root / "run").exists() else []:
-            if Managed(pid_file.stem, root / "run", root / "logs").pid() is not None:
+            if self.stack.managed(pid_file.stem).pid() is not None:
                 raise SystemExit(f"a soak still runs under {root} ({pid_file}); stop it first")
         for child in root.iterdir() if root.exists() else []:
             if child.name == "kafka":
@@ -195,18 +196,11 @@ class SoakStack:
                 raise SystemExit(f"{name} did not start; see {process.log_file}")
 
     def start_ingest(self) -> None:
-        ingest = self.stack.ingest
-        ingest.start([tally_command(), "ingest"], env=self.env())
-        ingest.wait_until(lambda: http_status(f"{self.ingest_url}/readyz") == 200, 90, "ready")
+        start_ingest(self.stack.ingest, self.ingest_url, self.env())
 
     def start_worker(self, worker_id: str) -> None:
-        worker = self.stack.worker(worker_id)
-        seen = worker.log_size()
-        worker.start(
-            [tally_command(), "worker", "--id", worker_id],
-            env=self.env(TALLY_WORKER_WEB_PORT=str(self.worker_ports[worker_id])),
-        )
-        worker.wait_until(lambda: WORKER_READY in worker.log_since(seen), 180, "ready")
+        env = self.env(TALLY_WORKER_WEB_PORT=str(self.worker_ports[worker_id]))
+        start_worker(self.stack.worker(worker_id), worker_id, worker_env(self.settings.root, worker_id, env))
 
     def stop(self) -> None:
         for process in self.processes().values():
@@ -493,7 +487,7 @@ def machine_note() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m soak", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", "600")))
     parser.add_argument("--rate", type=float, default=float(os.environ.get("SOAK_RATE", "150")))
     parser.add_argument("--root", type=Path, default=SoakSettings.root)

@@ -134,7 +134,7 @@ def _reconciled(counts: dict[str, int], uncertain: int) -> bool:
     Beyond those, they may hold events of requests whose answer was a 503 or
     never came (``uncertain``), and only as many: when Kafka stops, a record
     can reach the log after its request gave up waiting, and a client cannot
-    tell (README, known limits). An event answered 2xx missing, or counted
+    tell (docs/limits.md). An event answered 2xx missing, or counted
     twice, shows up as a difference either way.
     """
     stored = {counts[name] for name in SOURCES[1:]}
@@ -342,7 +342,7 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         f"run {datetime.fromtimestamp(t0, UTC):%Y-%m-%d %H:%M:%S} UTC; {machine}; load average "
         f"{' '.join(f'{x:.2f}' for x in run.load_before)} before, {' '.join(f'{x:.2f}' for x in run.load_after)} after"
         " (the machine is shared: other work may run beside the soak)",
-        f"command: python -m soak.harness --seconds {s.seconds:.0f} --rate {s.rate:.0f} --store {s.store}"
+        f"command: python -m soak --seconds {s.seconds:.0f} --rate {s.rate:.0f} --store {s.store}"
         + (f" --kafka-outage {s.kafka_outage_s:g}" if s.kafka_outage_s else "")
         + "".join(f" ({key}={os.environ[key]})" for key in sorted(os.environ) if key.startswith("TALLY_")),
         f"day zone {s.day_tz}; simulated day boundary (client timestamps of JSON events): "
@@ -425,7 +425,7 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
     lines += [f"  {d}" for d in rec.get_stats_differences[:50]]
     lines.append(
         f"  events of 503s that said recorded: unknown, or of unanswered requests: {sum(o.uncertain.values()):,}; "
-        f"found counted anyway (Kafka took them after their request gave up; README, known limits): "
+        f"found counted anyway (Kafka took them after their request gave up; docs/limits.md): "
         f"{rec.counted_uncertain:,}"
     )
     lines.append(

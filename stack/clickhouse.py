@@ -76,7 +76,7 @@ class ClickHouseServer:
         except OSError:
             return False
 
-    def start(self, timeout_s: float = 60) -> bool:
+    def start(self) -> bool:
         """Start the server unless it runs. Return whether it started it."""
         if self.process.pid() is not None or self.ready():
             return False
@@ -84,6 +84,7 @@ class ClickHouseServer:
         binary = server_binary()
         assert binary is not None
         config = self.configure()
-        self.process.start([binary, f"--config-file={config}"], cwd=self.home)
-        self.process.wait_until(self.ready, timeout_s, "answering /ping")
+        self.process.start_and_wait(
+            [binary, f"--config-file={config}"], ready=self.ready, what="answering /ping", cwd=self.home
+        )
         return True

@@ -3,7 +3,7 @@
 ``deploy/grafana/dashboards/*.json`` are provisioned into Grafana as they
 are. This module reads them back the way Grafana and the ClickHouse plugin
 (grafana-clickhouse-datasource 4.x) turn a panel into SQL, so the same SQL
-can be run and checked without Grafana (tests/, and the README's picture):
+can be run and checked without Grafana (tests/, and the picture in docs/dashboards.md):
 
 1. the panel's ``rawSql``;
 2. ``$__conditionalAll(condition, $var)`` (the plugin, in the browser):

@@ -142,15 +142,14 @@ class KafkaServer:
             stdout=subprocess.DEVNULL,
         )
 
-    def start(self, timeout_s: float = 90) -> bool:
+    def start(self) -> bool:
         """Start the broker unless it runs. Return whether it started it."""
         if self.process.pid() is not None or self.reachable():
             return False
         self.install()
         config = self.configure()
         self.format_storage(config)
-        self.process.start(self._java(MAIN_CLASS, str(config)))
-        self.process.wait_until(self.ready, timeout_s, "accepting clients")
+        self.process.start_and_wait(self._java(MAIN_CLASS, str(config)), ready=self.ready, what="accepting clients")
         return True
 
     def ready(self) -> bool:

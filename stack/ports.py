@@ -3,8 +3,8 @@
 Ports come from below the kernel's ephemeral range. A port the kernel handed
 out (``bind(0)``) comes from that range, and while a server is restarted any
 client's outgoing connection may take it as its own local port: the server
-then cannot bind it again (a soak's Kafka restart failed so, its controller
-port taken).
+then cannot bind it again (a Kafka restart in the soak fails so, its
+controller port taken).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Background processes of the local stack, tracked by pid files under .stack/run."""
+"""Background processes of the local stack, tracked by pid files under .stack/run.
+
+:meth:`Managed.start_and_wait` is the one way a server or a service of the
+stack (and of the tests, benchmarks and the soak) is started and waited for.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# How long a process may take to be ready by default; StackSettings.start_timeout_s
+# (TALLY_STACK_START_TIMEOUT_S) sets it for the processes of a stack.
+START_TIMEOUT_S = 180.0
 # Processes this process started: kept so they are reaped (not left as
 # zombies, nor warned about as "still running" when garbage-collected).
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -34,11 +41,12 @@ class StartFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Managed:
-    """One background process: its name, pid file and log file."""
+    """One background process: its name, pid file and log file, and how long it may take to be ready."""
 
     name: str
     run_dir: Path
     log_dir: Path
+    start_timeout_s: float = START_TIMEOUT_S
 
     @property
     def pid_file(self) -> Path:
@@ -89,8 +97,37 @@ class Managed:
         self.pid_file.write_text(f"{process.pid}\n")
         return process.pid
 
-    def wait_until(self, check: Callable[[], bool], timeout_s: float, what: str) -> None:
-        """Poll ``check`` until true; fail if the process dies or time runs out."""
+    def start_and_wait(
+        self,
+        argv: Sequence[str],
+        *,
+        ready: Callable[[], bool] | bytes,
+        what: str = "ready",
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> int:
+        """Start ``argv`` (as :meth:`start`) and wait until it is ready; return its pid.
+
+        ``ready`` is a check to poll, or a marker the process logs once ready
+        (looked for in what it logs after this start). Raises
+        :class:`StartFailed` if the process exits first or is not ready
+        within ``start_timeout_s``.
+        """
+        if isinstance(ready, bytes):
+            marker, seen = ready, self.log_size()
+
+            def check() -> bool:
+                return marker in self.log_since(seen)
+
+        else:
+            check = ready
+        pid = self.start(argv, env=env, cwd=cwd)
+        self.wait_until(check, what=what)
+        return pid
+
+    def wait_until(self, check: Callable[[], bool], timeout_s: float | None = None, what: str = "ready") -> None:
+        """Poll ``check`` until true; fail if the process dies or ``timeout_s`` (``start_timeout_s``) runs out."""
+        timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if check():

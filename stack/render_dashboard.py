@@ -199,11 +199,8 @@ def main() -> None:
     args = parser.parse_args()
     base = StackSettings.from_env(os.environ).clickhouse
     settings = ClickHouseSettings(base.host, base.port, f"picture_{uuid.uuid4().hex[:8]}", base.user, base.password)
-    with clickhouse_client(settings, database="default") as admin:
-        migrations.create_database(admin, settings.database)
+    migrations.apply(settings)
     try:
-        with clickhouse_client(settings) as client:
-            migrations.migrate(client)
         now = datetime.now(UTC)
         writer = ClickHouseWriter(settings)
         try:

@@ -12,13 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from starlette.config import Config
-
+from deploy.cli import worker_web_port
 from schema import migrations
-from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
+from schema.settings import ClickHouseSettings, KafkaSettings, config_from, positive, whole
 from stack.clickhouse import ClickHouseServer
 from stack.kafka import KafkaServer, ensure_topic
-from stack.processes import Managed, http_status
+from stack.processes import START_TIMEOUT_S, Managed, http_status
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 # What a Faust worker logs once it has recovered its tables and is consuming.
@@ -37,23 +36,21 @@ class StackSettings:
     """TALLY_CLICKHOUSE_HTTP_PORT"""
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
-    partitions: int = 6
-    """TALLY_EVENTS_PARTITIONS: partitions of the events topic when it is created."""
-    retention_days: int = 30
-    """TALLY_EVENTS_RETENTION_DAYS: how long the events topic keeps events (replays reach that far)."""
+    start_timeout_s: float = START_TIMEOUT_S
+    """TALLY_STACK_START_TIMEOUT_S: how long a server or service of the stack (and of the tests, benchmarks
+    and the soak) may take to be ready once started before its start fails, naming its log."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StackSettings:
-        config = Config(environ=dict(environ))
+        config = config_from(environ)
         return cls(
             root=Path(config("TALLY_STACK_DIR", default=str(cls.root))).resolve(),
             kafka=KafkaSettings.from_config(config),
             clickhouse=ClickHouseSettings.from_config(config),
-            clickhouse_http_port=config("TALLY_CLICKHOUSE_HTTP_PORT", cast=int, default=cls.clickhouse_http_port),
+            clickhouse_http_port=whole(config, "TALLY_CLICKHOUSE_HTTP_PORT", cls.clickhouse_http_port),
             ingest_host=config("TALLY_INGEST_HOST", default=cls.ingest_host),
-            ingest_port=config("TALLY_INGEST_PORT", cast=int, default=cls.ingest_port),
-            partitions=config("TALLY_EVENTS_PARTITIONS", cast=int, default=cls.partitions),
-            retention_days=config("TALLY_EVENTS_RETENTION_DAYS", cast=int, default=cls.retention_days),
+            ingest_port=whole(config, "TALLY_INGEST_PORT", cls.ingest_port),
+            start_timeout_s=positive(config, "TALLY_STACK_START_TIMEOUT_S", cls.start_timeout_s),
         )
 
 
@@ -74,8 +71,10 @@ class Stack:
         )
         self.ingest = self.managed("ingest")
 
-    def managed(self, name: str) -> Managed:
-        return Managed(name, self.settings.root / "run", self.settings.root / "logs")
+    def managed(self, name: str, root: Path | None = None) -> Managed:
+        """A process of this stack, tracked under ``root`` (the stack's own by default)."""
+        root = self.settings.root if root is None else root
+        return Managed(name, root / "run", root / "logs", self.settings.start_timeout_s)
 
     def worker(self, worker_id: str) -> Managed:
         return self.managed(f"worker-{worker_id}")
@@ -93,34 +92,24 @@ class Stack:
         created = ensure_topic(
             self.settings.kafka.bootstrap,
             self.settings.kafka.topic,
-            self.settings.partitions,
-            retention_ms=self.settings.retention_days * 86_400_000,
+            self.settings.kafka.partitions,
+            retention_ms=self.settings.kafka.retention_days * 86_400_000,
         )
         _say(f"topic {self.settings.kafka.topic}: {'created' if created else 'exists'}")
-        applied = self.migrate()
+        applied = migrations.apply(self.settings.clickhouse)
         _say(f"schema: {len(applied)} migration(s) applied" if applied else "schema: up to date")
-
-    def migrate(self, cluster: str | None = None) -> list[migrations.Migration]:
-        ch = self.settings.clickhouse
-        with clickhouse_client(ch, database="default") as admin:
-            migrations.create_database(admin, ch.database, cluster)
-        with clickhouse_client(ch) as client:
-            return migrations.migrate(client, cluster)
 
     def start_ingest(self) -> bool:
         if self.ingest.pid() is not None:
             return False
-        self.ingest.start([tally_command(), "ingest"], env=self.service_env())
-        self.ingest.wait_until(self._ingest_ready, 60, "ready")
+        start_ingest(self.ingest, self.ingest_url, self.service_env())
         return True
 
     def start_worker(self, worker_id: str = "1") -> bool:
         worker = self.worker(worker_id)
         if worker.pid() is not None:
             return False
-        seen = worker.log_size()
-        worker.start([tally_command(), "worker", "--id", worker_id], env=self.service_env())
-        worker.wait_until(lambda: WORKER_READY in worker.log_since(seen), 120, "ready")
+        start_worker(worker, worker_id, worker_env(self.settings.root, worker_id, self.service_env()))
         return True
 
     def workers(self) -> list[Managed]:
@@ -174,7 +163,7 @@ class Stack:
             **os.environ,
             "TALLY_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
             "TALLY_EVENTS_TOPIC": s.kafka.topic,
-            "TALLY_EVENTS_PARTITIONS": str(s.partitions),
+            "TALLY_EVENTS_PARTITIONS": str(s.kafka.partitions),
             "TALLY_CLICKHOUSE_HOST": s.clickhouse.host,
             "TALLY_CLICKHOUSE_PORT": str(s.clickhouse.port),
             "TALLY_CLICKHOUSE_DATABASE": s.clickhouse.database,
@@ -189,13 +178,55 @@ class Stack:
     def _read_token(self) -> str:
         return os.environ.get("TALLY_API_READ_TOKENS") or DEV_READ_TOKEN
 
-    def _ingest_ready(self) -> bool:
-        return http_status(f"{self.ingest_url}/readyz") == 200
+
+# -- starting the services, wherever a stack runs them (``tally up``, the tests, benchmarks, the soak) --------
 
 
-def worker_web_port(worker_id: str) -> int:
-    """Where ``tally worker --id N`` serves /metrics, /healthz and /readyz unless TALLY_WORKER_WEB_PORT says."""
-    return 6065 + int(worker_id) if worker_id.isdigit() else 6066
+def start_ingest(process: Managed, url: str, env: Mapping[str, str]) -> int:
+    """``tally ingest`` in the background, until ``url``/readyz answers 200; return its pid."""
+    return process.start_and_wait(
+        [tally_command(), "ingest"], ready=lambda: http_status(f"{url}/readyz") == 200, env=env
+    )
+
+
+def start_worker(process: Managed, worker_id: str, env: Mapping[str, str]) -> int:
+    """``tally worker --id ID`` in the background, until it logs that it is ready; return its pid."""
+    return process.start_and_wait([tally_command(), "worker", "--id", worker_id], ready=WORKER_READY, env=env)
+
+
+def worker_env(root: Path, worker_id: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env``, with a stack's defaults for its worker ``worker_id``: its state in ``root/worker-ID``,
+    its /metrics on :func:`~deploy.cli.worker_web_port` (what ``env`` sets wins)."""
+    return {
+        "TALLY_WORKER_DATA_DIR": str(root / f"worker-{worker_id}"),
+        "TALLY_WORKER_WEB_PORT": str(worker_web_port(worker_id)),
+        **env,
+    }
+
+
+# -- what ``tally`` does differently in a checkout ------------------------------------------------------------
+
+
+def join_by_hand(worker_id: str | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a ``tally worker`` started by hand in a checkout, which joins the local stack.
+
+    It takes the first free worker id unless given, the stack's defaults for
+    that worker (:func:`worker_env`), and registers its pid file (unless the
+    stack started it) so that ``tally status`` and ``tally down`` see it.
+    """
+    stack = Stack(StackSettings.from_env(environ))
+    if worker_id is None:
+        worker_id = next(str(n) for n in range(1, 1000) if stack.worker(str(n)).pid() in (None, os.getpid()))
+    own = stack.worker(worker_id)
+    if own.pid() is None:
+        own.run_dir.mkdir(parents=True, exist_ok=True)
+        own.pid_file.write_text(f"{os.getpid()}\n")
+    return worker_env(stack.settings.root, worker_id, environ)
+
+
+def worker_state_dirs(environ: Mapping[str, str]) -> list[Path]:
+    """The local state of the local stack's workers, which ``tally reset`` in a checkout forgets."""
+    return sorted(StackSettings.from_env(environ).root.glob("worker-*"))
 
 
 def tally_command() -> str:

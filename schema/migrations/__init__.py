@@ -20,6 +20,8 @@ from functools import partial
 from importlib import resources
 from typing import Any, Protocol
 
+from schema.settings import ClickHouseSettings, clickhouse_client
+
 _FILE = re.compile(r"(\d{4})_(\w+)\.sql")
 
 LEDGER_DDL = """
@@ -59,6 +61,14 @@ def available() -> list[Migration]:
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text()))
     return sorted(found, key=lambda m: m.version)
+
+
+def apply(settings: ClickHouseSettings, cluster: str | None = None) -> list[Migration]:
+    """Create the settings' database unless it exists, and apply the migrations it lacks (``tally migrate``)."""
+    with clickhouse_client(settings, database="default") as admin:
+        create_database(admin, settings.database, cluster)
+    with clickhouse_client(settings) as client:
+        return migrate(client, cluster)
 
 
 def create_database(client: Executes, database: str, cluster: str | None = None) -> None:

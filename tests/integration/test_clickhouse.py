@@ -7,7 +7,7 @@ import pytest
 from aggregator.write import ClickHouseWriter, RollupRow
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
-from tests.integration.conftest import daily_stats
+from tests.support.servers import daily_stats
 
 pytestmark = pytest.mark.clickhouse
 

@@ -10,7 +10,7 @@ from schema.event import decode
 from schema.settings import KafkaSettings
 from stack.ports import free_port
 from stack.stack import Stack
-from tests.integration.test_ingest_send import messages
+from tests.support.kafka import messages
 
 pytestmark = pytest.mark.kafka
 

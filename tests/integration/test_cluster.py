@@ -33,7 +33,6 @@ from stack.clickhouse import server_binary
 from stack.ports import free_port
 from stack.processes import Managed
 from stack.stack import Stack, tally_command
-from tests.integration.conftest import eventually
 from tests.support.dashboard_cases import (
     EXPECTED,
     FRESHNESS,
@@ -43,6 +42,7 @@ from tests.support.dashboard_cases import (
     known_events,
     normalized,
 )
+from tests.support.servers import eventually
 
 pytestmark = [pytest.mark.clickhouse]
 
@@ -136,13 +136,13 @@ def nodes(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[li
             f"tickTime=500\ndataDir={home / 'zk'}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\n"
             "admin.enableServer=false\n4lw.commands.whitelist=srvr\n"
         )
-        zookeeper = Managed("zookeeper", home / "run", home / "logs")
+        zookeeper = stack.managed("zookeeper", root=home)
         zookeeper.start([str(ZOOKEEPER), "start-foreground", str(home / "zk" / "zoo.cfg")],
                         env={**os.environ, "ZOO_LOG_DIR": str(home / "logs")})  # fmt: skip
         started.append(zookeeper)
-        zookeeper.wait_until(lambda: zookeeper_answers(zk_port), 60, "answering")
+        zookeeper.wait_until(lambda: zookeeper_answers(zk_port), what="answering")
         cluster = [
-            Node(shard, replica, free_port(), free_port(), free_port(), Managed(f"ch{i}", home / "run", home / "logs"))
+            Node(shard, replica, free_port(), free_port(), free_port(), stack.managed(f"ch{i}", root=home))
             for i, (shard, replica) in enumerate(LAYOUT, 1)
         ]
         for i, node in enumerate(cluster, 1):
@@ -150,7 +150,7 @@ def nodes(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[li
             node.process.start([binary, f"--config-file={config}"], cwd=home / f"node{i}")
             started.append(node.process)
         for node in cluster:
-            node.process.wait_until(node.ready, 60, "answering /ping")
+            node.process.wait_until(node.ready, what="answering /ping")
         yield cluster
     finally:
         for process in reversed(started):

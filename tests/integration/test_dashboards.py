@@ -31,7 +31,6 @@ from stack import dashboards
 from stack.kafka import delete_topics, ensure_topic
 from stack.ports import free_port
 from stack.stack import Stack
-from tests.integration.conftest import PARTITIONS, Services, eventually
 from tests.support.dashboard_cases import (
     EXPECTED,
     FRESHNESS,
@@ -42,6 +41,7 @@ from tests.support.dashboard_cases import (
     known_events,
     normalized,
 )
+from tests.support.servers import PARTITIONS, Services, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -74,10 +74,7 @@ def counted(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     ensure_topic(stack.settings.kafka.bootstrap, topic, PARTITIONS)
     base = stack.settings.clickhouse
     settings = ClickHouseSettings(base.host, base.port, f"test_{uuid.uuid4().hex[:12]}", base.user, base.password)
-    with clickhouse_client(settings, database="default") as admin:
-        migrations.create_database(admin, settings.database)
-    with clickhouse_client(settings) as client:
-        migrations.migrate(client)
+    migrations.apply(settings)
     services = Services(
         stack, topic, settings, tmp_path_factory.mktemp("dashboards"), free_port(), f"test-app-{uuid.uuid4().hex[:8]}"
     )

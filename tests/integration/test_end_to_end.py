@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.integration.conftest import Services, daily_stats, eventually
+from tests.support.servers import Services, daily_stats, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 

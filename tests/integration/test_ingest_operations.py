@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stack.stack import tally_command
-from tests.integration.conftest import Services, eventually
-from tests.integration.test_ingest_send import on_topic
+from tests.support.kafka import on_topic
+from tests.support.servers import Services, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 

@@ -5,57 +5,25 @@ their keys: one counter (``label:category:dom_id``) per key.
 """
 
 import json
-import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from starlette.testclient import TestClient
 
 from ingest.app import create_app
 from ingest.guard import OVERFLOW_LABEL
 from ingest.settings import IngestSettings
 from ingest.validate import Limits
-from schema.event import decode
 from schema.settings import KafkaSettings
 from stack.ports import free_port
 from stack.stack import Stack
-from tests.integration.conftest import PARTITIONS
+from tests.support.browser import BROWSER
+from tests.support.kafka import messages, on_topic
 
 pytestmark = pytest.mark.kafka
 
-BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"}
 CLIENT_IP = "203.0.113.7"
-
-
-def messages(stack: Stack, topic: str) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every message on ``topic``: read up to the end offsets, no idle wait.
-
-    An acked message (acks=all) is below the high watermark, so it is read.
-    """
-    consumer = KafkaConsumer(bootstrap_servers=stack.settings.kafka.bootstrap, enable_auto_commit=False)
-    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning()
-    end = consumer.end_offsets(partitions)
-    found: list[tuple[bytes, bytes]] = []
-    deadline = time.monotonic() + 30
-    while any(consumer.position(p) < end[p] for p in partitions):
-        assert time.monotonic() < deadline, "could not read the topic to its end"
-        for records in consumer.poll(timeout_ms=500).values():
-            found += [(record.key, record.value) for record in records]
-    consumer.close()
-    return found
-
-
-def on_topic(stack: Stack, topic: str) -> Counter[tuple[bytes, str, str, str]]:
-    """(key, label, category, dom_id) of every message on ``topic``, counted."""
-    found: Counter[tuple[bytes, str, str, str]] = Counter()
-    for key, value in messages(stack, topic):
-        event = decode(value)
-        found[(key, event.label, event.category, event.dom_id)] += 1
-    return found
 
 
 @pytest.fixture

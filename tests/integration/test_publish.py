@@ -6,7 +6,6 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition as AioTopicPartition
-from kafka import KafkaConsumer, TopicPartition
 from starlette.testclient import TestClient
 
 from ingest.app import create_app
@@ -16,17 +15,9 @@ from schema.event import LabelEvent, decode
 from schema.settings import KafkaSettings
 from stack.ports import free_port
 from stack.stack import Stack
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.kafka
-
-
-def read_all(bootstrap: str, topic: str, partitions: int = 6) -> list[tuple[int, bytes, bytes]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-    consumer.seek_to_beginning()
-    messages = [(m.partition, m.key, m.value) for m in consumer]
-    consumer.close()
-    return messages
 
 
 async def read_all_as_the_worker(bootstrap: str, topic: str, count: int = 6) -> list[bytes]:

@@ -24,7 +24,7 @@ from schema.settings import ClickHouseSettings, KafkaSettings
 from stack.kafka import ensure_topic
 from stack.ports import free_port
 from stack.stack import Stack, StackSettings
-from tests.integration.test_publish import read_all
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.kafka
 

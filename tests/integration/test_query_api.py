@@ -19,7 +19,7 @@ from ingest.app import create_app
 from ingest.settings import IngestSettings
 from query.settings import QuerySettings
 from schema.settings import ClickHouseSettings
-from tests.integration.conftest import Services, eventually
+from tests.support.servers import Services, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from aggregator.write import ClickHouseWriter, RollupRow
-from tests.integration.conftest import Services
+from tests.support.servers import Services
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 

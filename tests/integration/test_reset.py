@@ -11,9 +11,9 @@ import pytest
 
 from schema.settings import clickhouse_client
 from stack.stack import tally_command
-from tests.integration.conftest import Services, daily_stats, eventually
-from tests.integration.test_replay import corrupt, publish_past_days
-from tests.integration.test_worker_exactness import Load, assert_exact
+from tests.support.load import Load, assert_exact
+from tests.support.past_days import corrupt, publish_past_days
+from tests.support.servers import Services, daily_stats, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 

@@ -1,4 +1,5 @@
-"""The soak test, short: the whole system under mixed load and every fault, reconciled (``make soak`` is long).
+"""The soak test, short: the whole system under mixed load and every fault, reconciled (``python -m soak``,
+``make soak``, is the long run).
 
 One run (about three minutes) on a stack of its own -- a Kafka broker and a
 ClickHouse server on free ports, data under ``.stack/soak-ci/`` -- never the

@@ -16,19 +16,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from aggregator.write import ClickHouseWriter, RollupRow
-from tests.integration.conftest import Services
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.servers import Services
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "stats-page.png"
 DAYS = 14
 # label, category, dom_id, and a typical day's count

@@ -37,8 +37,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, e
 
 from ingest.web import LIBRARY
 from stack.stack import tally_command
-from tests.integration.conftest import Services, daily_stats
-from tests.integration.test_stats_page import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.servers import Services, daily_stats
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.browser]
 

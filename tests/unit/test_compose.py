@@ -154,6 +154,18 @@ def test_image_holds_every_package_and_runs_tally() -> None:
     assert pyproject["project"]["scripts"]["tally"] == "deploy.cli:main"
 
 
+def test_image_holds_no_dev_tooling() -> None:
+    copied = {
+        source.rstrip("/").split("/")[0]
+        for line in re.findall(r"^COPY\s+(.+?)\s+\S+\s*$", DOCKERFILE.read_text(), re.MULTILINE)
+        for source in line.split()
+    }
+    dev_tooling = {"stack", "tests", "bench", "soak"}
+    assert not copied & dev_tooling, f"deploy/Dockerfile copies dev tooling: {sorted(copied & dev_tooling)}"
+    ignored = {line.strip().strip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert dev_tooling <= ignored, f".dockerignore lets {sorted(dev_tooling - ignored)} into the build context"
+
+
 @pytest.mark.parametrize("name", ["migrate", *SERVICES])
 def test_each_container_runs_a_tally_command(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     command = compose()["services"][name]["command"]
@@ -233,8 +245,8 @@ def test_events_topic_is_created_as_the_services_and_tally_up_expect() -> None:
     for name in SERVICES:
         env = environment(services[name])
         assert argument(command, "--topic") == env["TALLY_EVENTS_TOPIC"] == stack.kafka.topic
-        assert argument(command, "--partitions") == env["TALLY_EVENTS_PARTITIONS"] == str(stack.partitions)
-    assert f"retention.ms={stack.retention_days * 86_400_000}" in command
+        assert argument(command, "--partitions") == env["TALLY_EVENTS_PARTITIONS"] == str(stack.kafka.partitions)
+    assert f"retention.ms={stack.kafka.retention_days * 86_400_000}" in command
     assert environment(services["kafka"])["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from types import SimpleNamespace
 
 import faust
 import pytest
 from faust.types import TP
 
-from aggregator import app as worker_app
-from aggregator.app import ConfirmedTable, confirm_before_ack, restart_stalled_recovery
-from aggregator.consume import commit_cap, restart_quiet_partitions
+from aggregator import table as worker_table
+from aggregator.commit import Commits, commit_cap, confirm_before_ack
+from aggregator.faust_internals import Restore
+from aggregator.recovery import restart_quiet_partitions, restart_stalled_restore
+from aggregator.table import ConfirmedTable
 
 
 def table() -> ConfirmedTable:
@@ -46,7 +49,7 @@ def test_a_refused_record_ends_the_process_at_once(monkeypatch: pytest.MonkeyPat
         exits.append(status)
         raise SystemExit(status)
 
-    monkeypatch.setattr(worker_app.os, "_exit", exit_now)
+    monkeypatch.setattr(worker_table.os, "_exit", exit_now)
 
     async def refused_record() -> None:
         counts = table()
@@ -57,7 +60,7 @@ def test_a_refused_record_ends_the_process_at_once(monkeypatch: pytest.MonkeyPat
 
     with pytest.raises(SystemExit):
         asyncio.run(refused_record())
-    assert exits == [worker_app.EXIT_CHANGELOG_REFUSED]
+    assert exits == [worker_table.EXIT_CHANGELOG_REFUSED]
 
 
 class SlowChangelog:
@@ -92,10 +95,10 @@ class FakeConsumer:
         self.resumed: set[TP] = set()
         self.seeks: dict[TP, int] = {}
 
-    def resume_partitions(self, tps: dict[TP, int]) -> None:
+    def resume_partitions(self, tps: Mapping[TP, int]) -> None:
         self.resumed.update(tps)
 
-    async def seek_wait(self, offsets: dict[TP, int]) -> None:
+    async def seek_wait(self, offsets: Mapping[TP, int]) -> None:
         self.seeks.update(offsets)
 
 
@@ -103,24 +106,19 @@ def test_a_stalled_restore_is_restarted_where_it_stands() -> None:
     """Only active changelog partitions with records to restore and nothing delivered for a while."""
     stuck, progressing, done, unknown = (TP("app-counts-changelog", n) for n in (2, 0, 3, 4))
     now = time.monotonic()
-    recovery = SimpleNamespace(
-        in_recovery=True,
-        _recovery_started_at=now - 60,
-        _active_events_received_at={progressing: now - 1},
-        active_offsets={stuck: -1, progressing: 40, done: 106, unknown: -1},
-        active_highwaters={stuck: 233, progressing: 107, done: 106, unknown: None},
+    restore = Restore(
+        offsets={stuck: -1, progressing: 40, done: 106, unknown: -1},
+        highwaters={stuck: 233, progressing: 107, done: 106, unknown: None},
+        started_at=now - 60,
+        received_at={progressing: now - 1},
     )
     consumer = FakeConsumer()
-    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery), consumer=consumer)
 
-    restarted = asyncio.run(restart_stalled_recovery(app, stalled_after_s=15))  # type: ignore[arg-type]
+    restarted = asyncio.run(restart_stalled_restore(restore, consumer, stalled_after_s=15))
 
     assert restarted == [stuck]
     assert consumer.resumed == {stuck} and consumer.seeks == {stuck: 0}
-    assert asyncio.run(restart_stalled_recovery(app, stalled_after_s=15)) == []  # given its own time again  # type: ignore[arg-type]
-    recovery.in_recovery = False
-    recovery._active_events_received_at = {}
-    assert asyncio.run(restart_stalled_recovery(app, stalled_after_s=15)) == []  # type: ignore[arg-type]
+    assert asyncio.run(restart_stalled_restore(restore, consumer, stalled_after_s=15)) == []  # its own time again
 
 
 def test_commits_never_pass_the_counts_kafka_confirmed() -> None:
@@ -138,12 +136,15 @@ class FakeEventsConsumer:
     flow_active = True
 
     def __init__(self, assigned: list[TP], ends: dict[TP, int], committed: dict[TP, int]) -> None:
-        self.assigned, self.ends, self._committed_offset = assigned, ends, committed
+        self.assigned, self.ends, self.committed = assigned, ends, committed
         self.resumed: set[TP] = set()
         self.seeks: dict[TP, int] = {}
 
     def assignment(self) -> list[TP]:
         return self.assigned
+
+    def committed_offset(self, tp: TP) -> int | None:
+        return self.committed.get(tp)
 
     async def highwaters(self, *tps: TP) -> dict[TP, int]:
         return {tp: self.ends[tp] for tp in tps}
@@ -164,12 +165,14 @@ def test_an_events_partition_with_events_waiting_that_hands_nothing_over_is_rest
         ends={quiet: 900, busy: 500, idle: 70},
         committed={quiet: 800, busy: 400, idle: 70},
     )
+    commits = Commits("events")
+    commits.confirmed_next[1] = 850
     app = SimpleNamespace(
         consumer=consumer,
         rebalancing=False,
         consumer_generation_id=4,
         counted_topic="events",
-        confirmed_next={1: 850},
+        commits=commits,
         handed_over={quiet: (now - 30, 4), busy: (now - 1, 4), idle: (now - 30, 4)},
     )
 

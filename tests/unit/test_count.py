@@ -4,7 +4,6 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from aggregator.count import (
-    CounterKey,
     DictCountTable,
     Tally,
     Windows,
@@ -16,6 +15,7 @@ from aggregator.count import (
 )
 from aggregator.decode import Message, Positioned, decode_messages
 from schema.event import LabelEvent, encode
+from schema.keys import CounterKey
 
 DAY1 = int(datetime(2026, 11, 24, 12, 30, tzinfo=UTC).timestamp() * 1000)
 DAY2 = int(datetime(2026, 11, 25, 9, 15, tzinfo=UTC).timestamp() * 1000)

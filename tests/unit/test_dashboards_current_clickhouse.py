@@ -18,7 +18,6 @@ import pytest
 import yaml
 from chdb import session as chs  # type: ignore[import-untyped]
 
-from schema import migrations
 from stack import dashboards
 from stack.dashboards import ALL, TimeRange, UnsupportedQuery, expand
 from tests.support.dashboard_cases import (
@@ -42,13 +41,9 @@ def literal(value: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def db() -> chs.Session:
-    s = chs.Session()
-    s.query("CREATE DATABASE IF NOT EXISTS tally_dashboards")
-    s.query("USE tally_dashboards")
-    for migration in migrations.available():
-        for statement in migration.statements():
-            s.query(statement)
+def db(current_clickhouse: chs.Session) -> chs.Session:
+    """The schema on current ClickHouse, holding EVENTS as roll-ups."""
+    s = current_clickhouse
     written = NOW.replace(tzinfo=None, microsecond=0)
     daily = Counter((e.day, e.label, e.category, e.dom_id) for e in EVENTS)
     hourly = Counter((e.day, e.hour.replace(tzinfo=None), e.label, e.category, e.dom_id) for e in EVENTS)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from aggregator.app import FaustCountTable
 from aggregator.count import Tally
 from aggregator.decode import Message
 from aggregator.gaps import complete, continues
+from aggregator.table import FaustCountTable
 
 
 def test_offsets_continue_when_they_start_right_after_through_and_leave_no_hole() -> None:

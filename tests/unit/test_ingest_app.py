@@ -11,12 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.answer import TRANSPARENT_GIF
+from ingest.app import create_app
 from ingest.settings import IngestSettings
 from ingest.validate import Limits
 from schema.event import encode
-from tests.support.fakes import AUTH, FakePublisher, FakeReader, running
+from tests.support.fakes import AUTH, DEFAULTS, FakePublisher, FakeReader, running
 
 
 @pytest.fixture
@@ -314,3 +316,51 @@ def test_no_cookie_is_set_and_no_ip_reaches_kafka(client: TestClient, publisher:
     assert len(messages) == 4
     assert all(set(m) == {"v", "label", "category", "dom_id", "ts"} for m in messages)
     assert all(ip not in json.dumps(m) and "testclient" not in json.dumps(m) for m in messages)
+
+
+def test_middleware_added_to_the_app_sees_every_beacon_request_and_answer(
+    publisher: FakePublisher, reader: FakeReader
+) -> None:
+    seen: list[tuple[str, str, int]] = []
+
+    class Stamping:
+        """Records each request and the status of its answer, and stamps the answer with a header."""
+
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+
+            async def stamping(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    seen.append((scope["method"], scope["path"], message["status"]))
+                    message["headers"] = [*message["headers"], (b"x-stamped", b"yes")]
+                await send(message)
+
+            await self.app(scope, receive, stamping)
+
+    app = create_app(DEFAULTS, lambda _: publisher, lambda _: reader)
+    app.add_middleware(Stamping)
+    with TestClient(app) as client:
+        answers = [
+            client.get("/track/", params={"labels": "signup|home"}),
+            client.get("/track.gif", params={"labels": "signup"}),
+            client.post("/track/", content="signup", headers={"content-type": "text/plain"}),
+            client.post("/track/", json=[{"label": "signup"}, {"label": "home"}]),
+            client.get("/track/", params={"labels": "bad!label"}),
+            client.get("/track.gif", params={"labels": "bad!label"}),
+        ]
+    assert seen == [
+        ("GET", "/track/", 202),
+        ("GET", "/track.gif", 200),
+        ("POST", "/track/", 202),
+        ("POST", "/track/", 202),
+        ("GET", "/track/", 400),
+        ("GET", "/track.gif", 400),
+    ]
+    assert [answer.headers.get("x-stamped") for answer in answers] == ["yes"] * len(answers)
+    assert [answer.status_code for answer in answers] == [status for _, _, status in seen]
+    assert len(publisher.published) == 6

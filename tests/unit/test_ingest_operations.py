@@ -10,34 +10,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from kafka.cluster import ClusterMetadata
-from kafka.partitioner import DefaultPartitioner
-from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
 from starlette.testclient import TestClient
 
 from deploy.logs import dict_config
 from ingest.app import create_app
 from ingest.batches import Acks
-from ingest.publish import RememberingPartitioner
 from ingest.settings import IngestSettings
-from schema.event import LabelEvent, encode, encode_key, value_of
+from schema.event import LabelEvent
 from schema.settings import SettingError
+from tests.support.browser import BROWSER
 from tests.support.fakes import DEFAULTS, FakePublisher, running
-
-BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"}
-
-
-def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics: (name, sorted labels) -> value."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+from tests.support.metrics import scrape
 
 
 def requests(
@@ -193,54 +177,11 @@ def test_bad_operations_settings_name_the_key(key: str, value: str) -> None:
 # -- the publisher's pieces, without a broker ------------------------------------------------------
 
 
-def cluster_with(topic: str, partitions: int) -> Any:
-    class Cluster(ClusterMetadata):
-        def partitions_for_topic(self, name: str) -> set[int] | None:
-            return set(range(partitions)) if name == topic else None
-
-        def available_partitions_for_topic(self, name: str) -> set[int]:
-            return set(range(partitions))
-
-        def topics(self, exclude_internal_topics: bool = True) -> set[str]:
-            return {topic}
-
-    return Cluster()
-
-
-@pytest.mark.parametrize("partitions", [1, 6, 7])
-def test_the_remembering_partitioner_chooses_what_kafka_pythons_default_would(partitions: int) -> None:
-    cluster = cluster_with("t", partitions)
-    ours, default = RememberingPartitioner(), DefaultPartitioner()
-    keys = [f"label{n}:cat{n % 3}:btn{n % 7}".encode() for n in range(500)]
-    for key in keys + keys:  # the second round comes from memory
-        assert ours.partition("t", key, key, None, b"v", cluster) == default.partition(
-            "t", key, key, None, b"v", cluster
-        )
-
-
-@pytest.mark.parametrize("partitions", [1, 6, 7])
-def test_the_batch_path_chooses_the_partition_kafka_pythons_default_would(partitions: int) -> None:
-    from ingest.publish import KafkaPublisher, PublishSettings
-
-    publisher = KafkaPublisher("127.0.0.1:1", "t", PublishSettings())
-    try:
-        assert publisher._batches is not None, "kafka-python is of the series the batch path was written for"
-        cluster, default = cluster_with("t", partitions), DefaultPartitioner()
-        events = [LabelEvent(f"label{n}", f"cat{n % 3}", f"btn{n % 7}", 1) for n in range(500)]
-        for event in events + events:  # the second round comes from memory
-            key, tp, value_head = publisher._batches._route(event, set(range(partitions)))
-            assert key == encode_key(event)
-            assert tp == ("t", default.partition("t", key, key, None, b"v", cluster))
-            assert value_of(value_head, event.ts_ms) == encode(event)
-    finally:
-        publisher._producer.close(timeout=0)
-
-
 @pytest.mark.parametrize("value_len", [20, 90, 300])
 def test_records_written_into_a_batch_are_the_bytes_kafka_python_writes(value_len: int) -> None:
     from kafka.record.memory_records import MemoryRecordsBuilder
 
-    from ingest.batches import write_records
+    from ingest.kafka_internals import write_records
 
     first_ts = 1_764_000_000_000
     records = [

@@ -13,19 +13,14 @@ from clickhouse_driver.util.escape import escape_params
 from aggregator.write import INSERT_DAILY, INSERT_HOURLY
 from query import counts
 from query.params import CountsRequest
-from schema import migrations
 
 DAY = date(2026, 11, 25)
 
 
 @pytest.fixture(scope="module")
-def db() -> chs.Session:
-    s = chs.Session()
-    s.query("CREATE DATABASE IF NOT EXISTS tally_read_api")
-    s.query("USE tally_read_api")
-    for migration in migrations.available():
-        for statement in migration.statements():
-            s.query(statement)
+def db(current_clickhouse: chs.Session) -> chs.Session:
+    """The schema on current ClickHouse, holding a few counters of two days."""
+    s = current_clickhouse
     daily = INSERT_DAILY.split("(", 1)[1].split(")", 1)[0]
     hourly = INSERT_HOURLY.split("(", 1)[1].split(")", 1)[0]
     s.query(

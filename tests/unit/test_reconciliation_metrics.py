@@ -12,8 +12,9 @@ from aggregator.count import Tally
 from aggregator.metrics import WorkerMetrics, day_totals
 from ingest.metrics import DAYS_KEPT, IngestMetrics
 from schema.event import LabelEvent
+from tests.support.browser import BROWSER
 from tests.support.fakes import DEFAULTS, FakePublisher, running
-from tests.unit.test_ingest_operations import BROWSER, scrape
+from tests.support.metrics import scrape
 
 
 def by_day(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:

@@ -6,7 +6,8 @@ from datetime import UTC, date
 
 from aggregator.count import Tally
 from aggregator.rollup import Rollup
-from aggregator.write import MemoryWriter, RollupRow
+from aggregator.write import RollupRow
+from tests.support.writers import MemoryWriter
 
 KEY = "d2026-11-25:signup:forms:btn1"
 WHERE = (date(2026, 11, 25), "signup", "forms", "btn1")

@@ -20,7 +20,7 @@ def test_defaults_point_at_the_local_stack() -> None:
     assert settings.kafka.bootstrap == "127.0.0.1:9092"
     assert settings.kafka.topic == "tally.events"
     assert settings.clickhouse.database == "tally"
-    assert WorkerSettings.from_env({}).partitions == 6
+    assert WorkerSettings.from_env({}).kafka.partitions == 6
 
 
 @pytest.mark.parametrize(
