@@ -31,14 +31,25 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("FaustCountTable.set", "faust/tables/", "faust/stores/", "rocksdict", "producer"),
     ),
     ("decode (json + field rules)", ("schema/event.py", "aggregator/decode.py")),
-    ("count (count_batch, table reads)", ("aggregator/count.py", "FaustCountTable.get")),
+    ("count (count_batch, table reads)", ("aggregator/count.py", "schema/keys.py", "FaustCountTable.get")),
     ("metrics (prometheus_client)", ("prometheus_client", "aggregator/metrics.py")),
     ("Kafka fetch (aiokafka consumer)", ("aiokafka/", "kafka/")),
     (
         "faust stream machinery (per event)",
         ("faust/streams", "faust/transport/", "faust/agents", "faust/channels", "faust/events", "faust/topics"),
     ),
-    ("batching (consume.py, app.py, gaps.py)", ("aggregator/consume.py", "aggregator/app.py", "aggregator/gaps.py")),
+    (
+        "batching (consume, batch, commit, gaps, table)",
+        (
+            "aggregator/consume.py",
+            "aggregator/batch.py",
+            "aggregator/commit.py",
+            "aggregator/gaps.py",
+            "aggregator/table.py",
+            "aggregator/faust_internals.py",
+            "aggregator/app.py",
+        ),
+    ),
     ("faust/mode services, timers, web", ("faust/", "mode/", "aiohttp/")),
     ("asyncio event loop itself", ("asyncio/", "selectors.py")),
 )

@@ -9,7 +9,7 @@ Without servers (the library against a fake endpoint, Playwright answering): bat
 transports when the page goes away, the retry bound, do-not-track, no cookies.
 
 The browser says it is a desktop Chromium: ingest rightly drops "HeadlessChrome" as a bot.
-``TALLY_UPDATE_SCREENSHOT=1`` writes the README's picture of the heat map, docs/heatmap.png.
+``TALLY_UPDATE_SCREENSHOT=1`` writes the picture of the heat map in docs/tally-js.md, docs/heatmap.png.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reconciliation figures: accepted at ingest by day, counted by the workers by day (README, "Reliability")."""
+"""The reconciliation figures: accepted at ingest by day, counted by the workers by day (docs/reliability.md)."""
 
 from __future__ import annotations
 
