@@ -53,7 +53,7 @@ tally-js: web/tally.min.js
 web/tally.min.js: web/tally.js node_modules/.installed
 	node_modules/.bin/terser web/tally.js --compress --mangle --comments '/^!/' --output $@
 
-## zookeeper: Debian's ZooKeeper, for the test of the replicated, sharded ClickHouse layout (tests/integration/test_cluster.py)
+## zookeeper: Debian's ZooKeeper, for the test of the replicated, sharded ClickHouse layout (tests/integration/schema/test_cluster.py)
 zookeeper: /usr/share/zookeeper/bin/zkServer.sh
 
 /usr/share/zookeeper/bin/zkServer.sh:

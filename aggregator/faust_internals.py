@@ -5,7 +5,7 @@ further than what was counted, or restart a stalled changelog restore. This
 module reaches into Faust for those and offers the rest of the worker plain
 functions and classes; no other module of the aggregator names a private
 Faust attribute. The worker is proved with one version only (``PROVED``):
-``check_versions`` refuses another, and ``tests/unit/test_faust_internals.py``
+``check_versions`` refuses another, and ``tests/unit/aggregator/test_faust_internals.py``
 holds a contract test per name below, failing with the name when an upgrade
 removes or changes it.
 

@@ -5,7 +5,7 @@ request's records to the open batches without ``send()``'s per-record costs
 (:mod:`ingest.batches`), and recover the idempotent producer after a broker
 restart (:func:`recover_after_reset`). Both reach into the producer, so they
 hold only for :data:`PROVED_VERSION` (pinned in ``pyproject.toml``);
-:func:`check_version` refuses any other, and ``tests/unit/test_kafka_internals.py``
+:func:`check_version` refuses any other, and ``tests/unit/ingest/test_kafka_internals.py``
 checks each name of :data:`HOOKED`. The rest of ingest uses kafka-python's
 internals only through this module.
 """
@@ -185,7 +185,7 @@ def recover_after_reset(producer: KafkaProducer) -> bool:
     sender asks for a new one only from the UNINITIALIZED state
     (``init_producer_id``), and the reset leaves the state at READY: the
     producer would never send again, and ingest would answer 503 although the
-    broker is back (``tests/integration/test_publish_outage.py``). Apache
+    broker is back (``tests/integration/ingest/test_publish_outage.py``). Apache
     Kafka's Java client moves to UNINITIALIZED in the same place (KAFKA-7737,
     ``TransactionManager.resetIdempotentProducerId``); this makes
     kafka-python do the same.

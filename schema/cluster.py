@@ -22,7 +22,7 @@ replicated to every node of the cluster (one keeper path for all shards), so
 any node can run ``tally migrate --cluster NAME`` next time.
 
 A statement this module cannot render raises :class:`NotRenderable`: a new
-migration must be taught here before it ships (tests/unit/test_cluster_schema.py).
+migration must be taught here before it ships (tests/unit/schema/test_cluster_schema.py).
 """
 
 from __future__ import annotations

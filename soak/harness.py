@@ -26,7 +26,7 @@
    before/during/after each fault, the reconciliation) and ``<name>.png``
    into the results folder. Exits 1 if anything differs.
 
-The CI version is ``tests/integration/test_soak.py``: the same code, shorter.
+The CI version is ``tests/integration/system/test_soak.py``: the same code, shorter.
 """
 
 from __future__ import annotations

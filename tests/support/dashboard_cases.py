@@ -1,8 +1,8 @@
 """Known events, and what each dashboard query must answer for them.
 
 The same events are counted by the real pipeline on ClickHouse 18.16
-(tests/integration/test_dashboards.py) and written as roll-ups into current
-ClickHouse (tests/unit/test_dashboards_current_clickhouse.py); the answers
+(tests/integration/deploy/test_dashboards.py) and written as roll-ups into current
+ClickHouse (tests/unit/deploy/test_dashboards_current_clickhouse.py); the answers
 below are computed from the events in plain Python, the way a person would
 count them, for the dashboards' fixed time range and variables.
 """

@@ -1,4 +1,7 @@
-"""A RollupWriter in memory, for tests (tests/integration/test_rollup_writer.py runs on it and on ClickHouse)."""
+"""A RollupWriter in memory, for tests.
+
+tests/integration/aggregator/test_rollup_writer.py runs one suite on it and on ClickHouse.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 import ast
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from aggregator.settings import WorkerSettings
 from ingest.settings import IngestSettings
 from schema.settings import RENAMED, SettingError
 from stack.stack import StackSettings
+from tests.support.paths import ROOT
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -50,7 +50,7 @@ def test_an_old_name_refuses_to_start_naming_the_new_one(old: str, new: str) -> 
             service.from_env({old: "1"})
 
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+DOC = ROOT / "docs" / "settings.md"
 SHIPPED_AND_DEV = ("schema", "ingest", "query", "aggregator", "deploy", "stack")
 
 

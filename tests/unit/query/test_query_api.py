@@ -1,7 +1,7 @@
 """The read API as a caller meets it, with a fake reader: auth, every parameter rule, answers, cache, route groups.
 
 What the SQL does on real ClickHouse is tested in test_query_current_clickhouse.py
-(current) and tests/integration/test_query_api.py (18.16).
+(current) and tests/integration/query/test_query_api.py (18.16).
 """
 
 import asyncio

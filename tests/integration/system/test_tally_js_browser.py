@@ -38,11 +38,12 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, e
 from ingest.web import LIBRARY
 from stack.stack import tally_command
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.paths import ROOT
 from tests.support.servers import Services, daily_stats
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.browser]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "heatmap.png"
+SCREENSHOT = ROOT / "docs" / "heatmap.png"
 T = TypeVar("T")
 COUNTS_TIMEOUT_S = 90.0
 CORS_HEADERS = {  # what ingest's CORS middleware adds to an answer for another origin

@@ -24,8 +24,8 @@ import yaml
 from aggregator.settings import WorkerSettings
 from deploy import cli
 from ingest.settings import IngestSettings
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 VERSIONS = ("1.29.0", "1.37.0")
 """The oldest Kubernetes these manifests are for, and the newest the package knows."""

@@ -1,6 +1,6 @@
 """tally.js as the app serves it: the minified file is terser's output of the source, small, and cached well.
 
-The browser behaviour is in tests/integration/test_tally_js_browser.py; this is the file and its headers.
+The browser behaviour is in tests/integration/system/test_tally_js_browser.py; this is the file and its headers.
 """
 
 import gzip
@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from ingest.settings import IngestSettings
 from ingest.web import JQUERY, LIBRARY, LIBRARY_MAX_AGE_S
 from tests.support.fakes import FakePublisher, running
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "web" / "tally.js"
 TERSER = ROOT / "node_modules" / ".bin" / "terser"
 MAX_GZIPPED = 3 * 1024

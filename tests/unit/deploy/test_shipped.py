@@ -7,13 +7,12 @@ from __future__ import annotations
 import ast
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from deploy import cli
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
 DEV_TOOLING = {"stack", "tests", "bench", "soak"}
 

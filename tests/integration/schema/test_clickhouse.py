@@ -1,6 +1,6 @@
 """The schema on the real ClickHouse (Debian's 18.16 here): migrations, and views that are right after merges.
 
-The writer's own rules (idempotent, never going back) are tests/integration/test_rollup_writer.py's.
+The writer's own rules (idempotent, never going back) are tests/integration/aggregator/test_rollup_writer.py's.
 """
 
 from datetime import UTC, date, datetime

@@ -27,8 +27,8 @@ from aggregator.settings import WorkerSettings
 from deploy import cli
 from ingest.settings import IngestSettings
 from stack.stack import StackSettings
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 KAFKA_POM = ROOT / "stack" / "kafka" / "pom.xml"

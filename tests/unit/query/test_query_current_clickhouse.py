@@ -1,6 +1,6 @@
 """The read API's SQL on current ClickHouse (chdb embeds it), parameters filled as the driver fills them.
 
-The same queries run on Debian's 18.16 in tests/integration/test_query_api.py.
+The same queries run on Debian's 18.16 in tests/integration/query/test_query_api.py.
 """
 
 from datetime import UTC, date, datetime

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import promql_parser
@@ -41,12 +40,13 @@ from tests.support.dashboard_cases import (
     known_events,
     normalized,
 )
+from tests.support.paths import ROOT
 from tests.support.servers import PARTITIONS, Services, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
 CLICKHOUSE_QUERIES = [q for q in dashboards.all_queries() if q.datasource == dashboards.CLICKHOUSE_PLUGIN]
-ALERTS = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "prometheus" / "alerts.yml").read_text())
+ALERTS = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
 PROMETHEUS_QUERIES = [q for q in dashboards.all_queries() if q.datasource == dashboards.PROMETHEUS] + [
     dashboards.Query("alerts", rule["alert"], "A", dashboards.PROMETHEUS, rule["expr"], dashboards.PROMETHEUS)
     for group in ALERTS["groups"]

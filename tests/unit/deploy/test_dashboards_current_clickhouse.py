@@ -1,7 +1,7 @@
 """The dashboards' queries on current ClickHouse (chdb), and how they are expanded.
 
 The same queries run on Debian's 18.16 with counts from the real pipeline in
-tests/integration/test_dashboards.py; here the same events are written as
+tests/integration/deploy/test_dashboards.py; here the same events are written as
 roll-ups, with stale versions and zeroed counters beside them that the views
 must hide, and every panel must give the same answers.
 """

@@ -17,11 +17,12 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from aggregator.write import ClickHouseWriter, RollupRow
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.paths import ROOT
 from tests.support.servers import Services
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.browser]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "stats-page.png"
+SCREENSHOT = ROOT / "docs" / "stats-page.png"
 DAYS = 14
 # label, category, dom_id, and a typical day's count
 COUNTERS = [
