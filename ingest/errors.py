@@ -13,20 +13,14 @@ from starlette.responses import Response
 
 from ingest.answer import Answer, refused
 from ingest.outcome import Drop
+from schema.errors import BrokenRule, ServiceError
 
 
-class IngestError(Exception):
-    status = 500
-    code = "internal"
-
-    def body(self) -> dict[str, object]:
-        return {"error": self.code, "message": str(self)}
-
-    def headers(self) -> dict[str, str]:
-        return {}
+class IngestError(ServiceError):
+    """What can go wrong in ingest."""
 
 
-class InvalidBeacon(IngestError):
+class InvalidBeacon(BrokenRule, IngestError):
     """The request broke an input rule: 400, naming the field and the rule.
 
     ``dropped`` lists every bad event of a JSON body whose events were all bad.
@@ -36,13 +30,11 @@ class InvalidBeacon(IngestError):
     code = "invalid"
 
     def __init__(self, field: str, rule: str, dropped: Sequence[Drop] = ()) -> None:
-        super().__init__(f"{field}: {rule}")
-        self.field = field
-        self.rule = rule
+        super().__init__(field, rule)
         self.dropped = list(dropped)
 
     def body(self) -> dict[str, object]:
-        body: dict[str, object] = {"error": self.code, "field": self.field, "rule": self.rule, "message": str(self)}
+        body = super().body()
         if self.dropped:
             body["dropped"] = [drop.as_json() for drop in self.dropped]
         return body

@@ -5,38 +5,21 @@ The app's one handler for them is :func:`query.answer.error_response`.
 
 from __future__ import annotations
 
-
-class QueryError(Exception):
-    status = 500
-    code = "internal"
-
-    def body(self) -> dict[str, object]:
-        return {"error": self.code, "message": str(self)}
-
-    def headers(self) -> dict[str, str]:
-        return {}
+from schema.errors import BrokenRule, ServiceError
 
 
-class BrokenRule(QueryError):
-    """A read that broke a rule: the body names the field at fault (a parameter or a header) and the rule."""
-
-    def __init__(self, field: str, rule: str) -> None:
-        super().__init__(f"{field}: {rule}")
-        self.field = field
-        self.rule = rule
-
-    def body(self) -> dict[str, object]:
-        return {"error": self.code, "field": self.field, "rule": self.rule, "message": str(self)}
+class QueryError(ServiceError):
+    """What can go wrong in a read."""
 
 
-class InvalidParameter(BrokenRule):
+class InvalidParameter(BrokenRule, QueryError):
     """A query parameter broke a rule: 400."""
 
     status = 400
     code = "invalid"
 
 
-class Unauthorized(BrokenRule):
+class Unauthorized(BrokenRule, QueryError):
     """A read without a valid bearer token (read scope): 401 with ``WWW-Authenticate``."""
 
     status = 401
