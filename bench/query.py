@@ -28,10 +28,7 @@ import asyncio
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -51,6 +48,9 @@ from query.heatmap import STATS_BY_DOM_IDS
 from query.params import CountsRequest
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client, config_from
+from stack.ports import free_port
+from stack.processes import Managed, http_status
+from stack.stack import StackSettings, tally_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -115,13 +115,6 @@ def drop(settings: ClickHouseSettings) -> None:
 # -- the app ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def app(settings: ClickHouseSettings, port: int, cache_ttl_s: str) -> Iterator[None]:
     env = {
@@ -135,29 +128,15 @@ def app(settings: ClickHouseSettings, port: int, cache_ttl_s: str) -> Iterator[N
         "TALLY_API_PUBLIC_GET_STATS": "false",
         "TALLY_API_CACHE_TTL_S": cache_ttl_s,
     }
-    process = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "tally"), "ingest"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    stack = StackSettings.from_env(os.environ)
+    server = Managed(f"bench-query-{port}", stack.root / "bench" / "run", stack.root / "bench", stack.start_timeout_s)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"tally ingest did not start: {process.stderr.read() if process.stderr else ''}")
-            time.sleep(0.2)
+        server.start_and_wait(
+            [tally_command(), "ingest"], ready=lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, env=env
+        )
         yield
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop(timeout_s=15)
 
 
 # -- load -----------------------------------------------------------------------------------

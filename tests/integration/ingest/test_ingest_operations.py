@@ -44,7 +44,7 @@ def test_several_processes_on_one_port_report_summed_metrics_and_log_json(servic
     ingest = services.process("ingest")
     seen = ingest.log_size()
     pid = ingest.start([tally_command(), "ingest"], env=services.env(TALLY_INGEST_WORKERS=str(WORKERS)))
-    ingest.wait_until(lambda: _status(f"{services.ingest_url}/readyz") == 200, 90, "ready")
+    ingest.wait_until(lambda: _status(f"{services.ingest_url}/readyz") == 200)
     eventually(lambda: len(children(pid)) >= WORKERS, timeout_s=30)
 
     sent = 60
@@ -87,7 +87,7 @@ def _status(url: str) -> int:
 def test_one_process_by_default(services: Services) -> None:
     ingest = services.process("ingest")
     pid = ingest.start([tally_command(), "ingest"], env=services.env())
-    ingest.wait_until(lambda: _status(f"{services.ingest_url}/readyz") == 200, 60, "ready")
+    ingest.wait_until(lambda: _status(f"{services.ingest_url}/readyz") == 200)
     time.sleep(0.5)
     assert children(pid) == []
     assert _multiproc_dirs(pid) == [] or "PROMETHEUS_MULTIPROC_DIR" in os.environ

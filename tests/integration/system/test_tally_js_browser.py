@@ -114,7 +114,7 @@ def live(services: Services) -> Services:
     ingest = services.process("ingest")
     ingest.start([tally_command(), "ingest"], env=services.env())
     services.start_worker()
-    ingest.wait_until(lambda: _answers(f"{services.ingest_url}/readyz"), 60, "ready")
+    ingest.wait_until(lambda: _answers(f"{services.ingest_url}/readyz"))
     return services
 
 
