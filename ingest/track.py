@@ -164,7 +164,7 @@ async def _query(scope: Scope) -> Outcome:
 
 
 def _labels(query_string: bytes) -> str | None:
-    """The last ``labels=`` of the query string, as Starlette's ``request.query_params.get`` reads it."""
+    """The query string's ``labels=``; given twice, the request is refused (no value silently wins)."""
     if not query_string:
         return None
     if len(query_string) <= REMEMBERED_LABELS_LEN:  # a page sends the same query with every view
@@ -176,6 +176,8 @@ def _labels_in(query_string: bytes) -> str | None:
     found = None
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name == "labels":
+            if found is not None:
+                raise InvalidBeacon("labels", "given once: join the labels with |")
             found = value
     return found
 

@@ -45,6 +45,22 @@ def test_bad_label_is_400_and_nothing_is_published(client: TestClient, publisher
     assert publisher.published == []
 
 
+@pytest.mark.parametrize("path", ["/track/", "/track.gif"])
+def test_labels_given_twice_is_400_and_nothing_is_published(
+    client: TestClient, publisher: FakePublisher, path: str
+) -> None:
+    long = "|".join(["signup_clicked"] * 40)  # a query string too long to be remembered (ingest.validate)
+    # The short one twice: the second answer comes from the remembered query strings.
+    for query in ("labels=signup&labels=home", "labels=signup&labels=home", f"labels={long}&labels=home"):
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 400
+        error = json.loads(response.headers["x-tally-error"]) if path.endswith(".gif") else response.json()
+        assert error["field"] == "labels"
+        assert "given once" in error["rule"]
+    assert publisher.published == []
+    assert client.get(f"{path}?labels=signup|home").status_code in (200, 202)
+
+
 def test_broker_down_is_503_with_retry_after(client: TestClient, publisher: FakePublisher) -> None:
     publisher.down = True
     response = client.get("/track/", params={"labels": "signup"})
