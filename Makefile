@@ -5,7 +5,7 @@ UV := python3 -m uv
 TALLY := .venv/bin/tally
 SOAK_SECONDS ?= 600
 
-.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest tally-js zookeeper dashboard-picture soak
+.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest tally-js zookeeper prometheus dashboard-picture soak
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -20,7 +20,7 @@ status: install
 	$(TALLY) status
 
 ## test: lint, then the whole suite (starts the servers it needs, or reuses running ones)
-test: install browser zookeeper lint
+test: install browser zookeeper prometheus lint
 	.venv/bin/pytest
 
 ## unit: the tests that need no server
@@ -59,6 +59,13 @@ zookeeper: /usr/share/zookeeper/bin/zkServer.sh
 /usr/share/zookeeper/bin/zkServer.sh:
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends zookeeper
+
+## prometheus: Debian's Prometheus and promtool, for the tests of deploy/prometheus/ (they run their own process, never the package's service)
+prometheus: /usr/bin/prometheus /usr/bin/promtool
+
+/usr/bin/prometheus /usr/bin/promtool &:
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends prometheus
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import promql_parser
 import pytest
-import yaml
 
 from schema import migrations
 from schema.settings import ClickHouseSettings, clickhouse_client
@@ -40,22 +38,12 @@ from tests.support.dashboard_cases import (
     known_events,
     normalized,
 )
-from tests.support.paths import ROOT
+from tests.support.promql import PROMETHEUS_OWN, PROMETHEUS_QUERIES, TARGET_LABELS, query_selectors
 from tests.support.servers import PARTITIONS, Services, eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
 CLICKHOUSE_QUERIES = [q for q in dashboards.all_queries() if q.datasource == dashboards.CLICKHOUSE_PLUGIN]
-ALERTS = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
-PROMETHEUS_QUERIES = [q for q in dashboards.all_queries() if q.datasource == dashboards.PROMETHEUS] + [
-    dashboards.Query("alerts", rule["alert"], "A", dashboards.PROMETHEUS, rule["expr"], dashboards.PROMETHEUS)
-    for group in ALERTS["groups"]
-    for rule in group["rules"]
-]
-TARGET_LABELS = {"instance", "job"}
-"""Labels Prometheus adds to every scraped series."""
-PROMETHEUS_OWN = {"up"}
-"""Series Prometheus makes itself for each target."""
 
 
 @dataclass
@@ -165,31 +153,13 @@ def test_the_known_events_exercise_every_filter(counted: Counted) -> None:
 # -- Prometheus panels ----------------------------------------------------------------------------
 
 
-def selectors(node: Any) -> Iterator[tuple[str, set[str]]]:
-    """(metric name, label names the expression relies on) for every selector in a PromQL tree."""
-    if isinstance(node, promql_parser.VectorSelector):
-        yield node.name, {m.name for m in node.matchers.matchers}
-        return
-    grouping = set()
-    modifier = getattr(node, "modifier", None)
-    if isinstance(modifier, promql_parser.AggModifier):
-        grouping = set(modifier.labels)
-    for child in ("expr", "vector_selector", "lhs", "rhs", "param"):
-        if (sub := getattr(node, child, None)) is not None and not isinstance(sub, (int, float, str)):
-            for name, labels in selectors(sub):
-                yield name, labels | grouping
-    for arg in getattr(node, "args", None) or []:
-        for name, labels in selectors(arg):
-            yield name, labels | grouping
-
-
 @pytest.mark.parametrize("query", PROMETHEUS_QUERIES, ids=lambda q: q.key)
 def test_prometheus_panel_or_alert_reads_series_the_services_expose(query: dashboards.Query, counted: Counted) -> None:
     time_range = fixed_range(counted.sent_at)
-    tree = promql_parser.parse(dashboards.promql(query.text, time_range))
-    found = list(selectors(tree))
+    found = query_selectors(query, time_range)
     assert found, query.text
-    for name, labels in found:
+    for selector in found:
+        name, labels = selector.name, selector.labels
         if name in PROMETHEUS_OWN:
             assert labels <= TARGET_LABELS, (name, labels)
             continue
