@@ -14,7 +14,8 @@ from pathlib import Path
 
 from deploy.cli import worker_web_port
 from schema import migrations
-from schema.settings import ClickHouseSettings, KafkaSettings, config_from, positive, whole
+from schema.settings import ClickHouseSettings, KafkaSettings, config_from, one_of, positive, whole
+from stack import kafka as kafka_broker
 from stack.clickhouse import ClickHouseServer
 from stack.kafka import KafkaServer, ensure_topic
 from stack.processes import START_TIMEOUT_S, Managed, http_status
@@ -34,6 +35,8 @@ class StackSettings:
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     clickhouse_http_port: int = 8123
     """TALLY_CLICKHOUSE_HTTP_PORT"""
+    kafka_version: str = kafka_broker.DEFAULT_VERSION
+    """TALLY_STACK_KAFKA_VERSION: the Kafka broker the stack runs, 3.9.2 or 4.4.0 (each in its own folder)."""
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
     start_timeout_s: float = START_TIMEOUT_S
@@ -48,6 +51,7 @@ class StackSettings:
             kafka=KafkaSettings.from_config(config),
             clickhouse=ClickHouseSettings.from_config(config),
             clickhouse_http_port=whole(config, "TALLY_CLICKHOUSE_HTTP_PORT", cls.clickhouse_http_port),
+            kafka_version=one_of(config, "TALLY_STACK_KAFKA_VERSION", kafka_broker.VERSIONS, cls.kafka_version),
             ingest_host=config("TALLY_INGEST_HOST", default=cls.ingest_host),
             ingest_port=whole(config, "TALLY_INGEST_PORT", cls.ingest_port),
             start_timeout_s=positive(config, "TALLY_STACK_START_TIMEOUT_S", cls.start_timeout_s),
@@ -59,8 +63,15 @@ class Stack:
         self.settings = settings
         root = settings.root
         host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
+        version = settings.kafka_version
+        home = kafka_broker.home_of(root, version)
         self.kafka = KafkaServer(
-            root / "kafka", self.managed("kafka"), host=host, port=int(port), controller_port=int(port) + 1
+            home,
+            self.managed(home.name),
+            host=host,
+            port=int(port),
+            controller_port=int(port) + 1,
+            release=kafka_broker.RELEASES[version],
         )
         self.clickhouse = ClickHouseServer(
             root / "clickhouse",
