@@ -137,7 +137,10 @@ class KafkaServer:
         ]
 
     def set_producer_quota(self, client_id: str, bytes_per_s: int | None) -> None:
-        """Throttle what clients named ``client_id`` may produce (None lifts it): a slow broker, on demand."""
+        """Throttle what clients named ``client_id`` may produce (None lifts it): a slow broker, on demand.
+
+        The tool runs from this stack's jars, fetched here if the broker is one this stack reuses."""
+        self.install()
         change = (
             ["--add-config", f"producer_byte_rate={bytes_per_s}"]
             if bytes_per_s
