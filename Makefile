@@ -5,7 +5,7 @@ UV := python3 -m uv
 TALLY := .venv/bin/tally
 SOAK_SECONDS ?= 600
 
-.PHONY: up down status test lint unit install bench-worker bench-replay browser bench-ingest tally-js zookeeper prometheus dashboard-picture soak
+.PHONY: up down status test test-current lint unit install bench-worker bench-replay browser bench-ingest tally-js zookeeper prometheus dashboard-picture soak
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -22,6 +22,13 @@ status: install
 ## test: lint, then the whole suite (starts the servers it needs, or reuses running ones)
 test: install browser zookeeper prometheus lint
 	.venv/bin/pytest
+
+## test-current: the integration suite on the other version pair, Kafka 4.4.0 + ClickHouse 26.9 (docs/testing.md),
+## on ports of its own so that it never reuses the default pair's servers
+CURRENT_PAIR := TALLY_STACK_VERSIONS=current TALLY_KAFKA_BOOTSTRAP=127.0.0.1:19092 \
+	TALLY_CLICKHOUSE_PORT=19000 TALLY_CLICKHOUSE_HTTP_PORT=18123
+test-current: install browser zookeeper prometheus lint
+	$(CURRENT_PAIR) .venv/bin/pytest tests/integration
 
 ## unit: the tests that need no server
 unit: install

@@ -129,14 +129,18 @@ class SoakStack:
 
     def __init__(self, settings: SoakSettings) -> None:
         self.settings = settings
+        # The version pair of the environment's stack (TALLY_STACK_VERSIONS), on servers of the soak's own.
+        here = StackSettings.from_env(os.environ)
         self.stack = Stack(
             StackSettings(
                 root=settings.root,
+                kafka_version=here.kafka_version,
+                clickhouse_version=here.clickhouse_version,
                 kafka=KafkaSettings(bootstrap=f"127.0.0.1:{free_port(pair=True)}", topic=TOPIC),
                 clickhouse=ClickHouseSettings(port=free_port(), database=DATABASE),
                 clickhouse_http_port=free_port(),
                 ingest_port=free_port(),
-                start_timeout_s=StackSettings.from_env(os.environ).start_timeout_s,
+                start_timeout_s=here.start_timeout_s,
             )
         )
         self.worker_ports = {str(n): free_port() for n in range(1, settings.workers + 1)}
@@ -160,7 +164,7 @@ class SoakStack:
             if self.stack.managed(pid_file.stem).pid() is not None:
                 raise SystemExit(f"a soak still runs under {root} ({pid_file}); stop it first")
         for child in root.iterdir() if root.exists() else []:
-            if child.name == "kafka":
+            if child == self.stack.kafka.home:
                 for sub in child.iterdir():
                     if sub.name != "libs":
                         shutil.rmtree(sub) if sub.is_dir() else sub.unlink()

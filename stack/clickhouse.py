@@ -2,6 +2,8 @@
 
 It is installed with apt if missing (18.16 on Debian 12), configured to
 listen on loopback only, and keeps its data and logs under ``.stack/``.
+The stack's other ClickHouse, 26.9, is :mod:`stack.clickhouse_current`;
+:func:`server` gives either (``TALLY_STACK_CLICKHOUSE_VERSION``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from stack import clickhouse_current
+from stack.clickhouse_current import CurrentClickHouseServer
 from stack.processes import Managed
 
 HERE = Path(__file__).parent / "clickhouse"
+DEFAULT_VERSION = "18.16"
+VERSIONS = (DEFAULT_VERSION, clickhouse_current.VERSION)
 SERVER_CANDIDATES = ("clickhouse-server", "/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server")
 
 
@@ -88,3 +94,20 @@ class ClickHouseServer:
             [binary, f"--config-file={config}"], ready=self.ready, what="answering /ping", cwd=self.home
         )
         return True
+
+
+ClickHouse = ClickHouseServer | CurrentClickHouseServer
+
+
+def home_of(root: Path, version: str) -> Path:
+    """Where a stack under ``root`` keeps ClickHouse ``version``: the default's in ``clickhouse``, another's
+    beside it."""
+    return root / ("clickhouse" if version == DEFAULT_VERSION else f"clickhouse-{version}")
+
+
+def server(
+    version: str, home: Path, process: Managed, host: str = "127.0.0.1", tcp_port: int = 9000, http_port: int = 8123
+) -> ClickHouse:
+    """ClickHouse ``version`` (one of :data:`VERSIONS`) kept in ``home``, on these loopback ports."""
+    kind = CurrentClickHouseServer if version == clickhouse_current.VERSION else ClickHouseServer
+    return kind(home, process, host=host, tcp_port=tcp_port, http_port=http_port)

@@ -1,8 +1,10 @@
 """Apache Kafka for the local stack: official jars from Maven Central, KRaft mode.
 
-``stack/kafka/pom.xml`` pins the version; ``mvn dependency:copy-dependencies``
-puts the broker's jars in ``.stack/kafka/libs`` once. The storage directory is
-formatted on first start with a fresh cluster id.
+Two versions: 3.9.2 (the default) and 4.4.0 (``TALLY_STACK_KAFKA_VERSION``).
+``stack/kafka/pom.xml`` takes the version as ``-Dkafka.version``;
+``mvn dependency:copy-dependencies`` puts that version's jars in its own
+folder once (``.stack/kafka/libs``, ``.stack/kafka-4.4.0/libs``). The storage
+directory is formatted on first start with a fresh cluster id.
 """
 
 from __future__ import annotations
@@ -20,7 +22,30 @@ from stack.processes import Managed
 HERE = Path(__file__).parent / "kafka"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
-CONFIG_TOOL = "kafka.admin.ConfigCommand"
+DEFAULT_VERSION = "3.9.2"
+
+
+@dataclass(frozen=True)
+class Release:
+    """What differs between the Kafka versions the stack runs: where a tool's class is, how it logs."""
+
+    version: str
+    config_tool: str
+    log_config: str  # the file under stack/kafka/ rendered beside server.properties
+    log_property: str  # the JVM property that names it
+
+
+RELEASES = {
+    "3.9.2": Release("3.9.2", "kafka.admin.ConfigCommand", "log4j.properties", "log4j.configuration"),
+    # Kafka 4 logs through log4j2, and ConfigCommand moved to the kafka-tools jar.
+    "4.4.0": Release("4.4.0", "org.apache.kafka.tools.ConfigCommand", "log4j2.properties", "log4j2.configurationFile"),
+}
+VERSIONS = tuple(RELEASES)
+
+
+def home_of(root: Path, version: str) -> Path:
+    """Where a stack under ``root`` keeps Kafka ``version``: the default's in ``kafka``, another's beside it."""
+    return root / ("kafka" if version == DEFAULT_VERSION else f"kafka-{version}")
 
 
 @dataclass(frozen=True)
@@ -31,6 +56,7 @@ class KafkaServer:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "768m"
+    release: Release = RELEASES[DEFAULT_VERSION]
 
     @property
     def bootstrap(self) -> str:
@@ -45,8 +71,7 @@ class KafkaServer:
         return self.home / "data"
 
     def version(self) -> str:
-        pom = (HERE / "pom.xml").read_text()
-        return pom.split("<kafka.version>")[1].split("</kafka.version>")[0]
+        return self.release.version
 
     def install(self) -> bool:
         """Fetch the jars unless this version's are there. Return whether it fetched."""
@@ -66,6 +91,7 @@ class KafkaServer:
                 "-f",
                 str(HERE / "pom.xml"),
                 "dependency:copy-dependencies",
+                f"-Dkafka.version={self.version()}",
                 f"-DoutputDirectory={self.libs}",
                 "-DincludeScope=runtime",
             ],
@@ -89,9 +115,11 @@ class KafkaServer:
             .read_text()
             .format(host=self.host, port=self.port, controller_port=self.controller_port, data_dir=self.data_dir)
         )
-        log4j = self.home / "log4j.properties"
-        log4j.write_text(
-            (HERE / "log4j.properties").read_text().format(log_file=self.process.log_dir / "kafka-server.log")
+        log_config = self.home / self.release.log_config
+        log_config.write_text(
+            (HERE / self.release.log_config)
+            .read_text()
+            .format(log_file=self.process.log_dir / f"{self.process.name}-server.log")
         )
         return config
 
@@ -101,7 +129,7 @@ class KafkaServer:
             f"-Xmx{self.heap}",
             "-Xms256m",
             "-XX:+UseG1GC",
-            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            f"-D{self.release.log_property}=file:{self.home / self.release.log_config}",
             "-cp",
             f"{self.libs}/*",
             main,
@@ -109,7 +137,10 @@ class KafkaServer:
         ]
 
     def set_producer_quota(self, client_id: str, bytes_per_s: int | None) -> None:
-        """Throttle what clients named ``client_id`` may produce (None lifts it): a slow broker, on demand."""
+        """Throttle what clients named ``client_id`` may produce (None lifts it): a slow broker, on demand.
+
+        The tool runs from this stack's jars, fetched here if the broker is one this stack reuses."""
+        self.install()
         change = (
             ["--add-config", f"producer_byte_rate={bytes_per_s}"]
             if bytes_per_s
@@ -117,7 +148,7 @@ class KafkaServer:
         )
         subprocess.run(
             self._java(
-                CONFIG_TOOL,
+                self.release.config_tool,
                 "--bootstrap-server",
                 self.bootstrap,
                 "--alter",

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from deploy.cli import worker_web_port
 from schema import migrations
-from schema.settings import ClickHouseSettings, KafkaSettings, config_from, positive, whole
-from stack.clickhouse import ClickHouseServer
+from schema.settings import ClickHouseSettings, KafkaSettings, config_from, one_of, positive, whole
+from stack import clickhouse as clickhouse_server
+from stack import kafka as kafka_broker
 from stack.kafka import KafkaServer, ensure_topic
 from stack.processes import START_TIMEOUT_S, Managed, http_status
 
@@ -24,6 +25,11 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 WORKER_READY = b"[^Worker]: Ready"
 # The local stack's read token (loopback only; production sets its own TALLY_API_READ_TOKENS).
 DEV_READ_TOKEN = "tally-local-dev-read-token"
+# TALLY_STACK_VERSIONS: the version pairs the stack runs (Kafka, ClickHouse); "default" is `make test`'s.
+VERSION_PAIRS = {
+    "default": (kafka_broker.DEFAULT_VERSION, clickhouse_server.DEFAULT_VERSION),
+    "current": ("4.4.0", "26.9"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,12 @@ class StackSettings:
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     clickhouse_http_port: int = 8123
     """TALLY_CLICKHOUSE_HTTP_PORT"""
+    kafka_version: str = kafka_broker.DEFAULT_VERSION
+    """TALLY_STACK_KAFKA_VERSION: the Kafka broker the stack runs, 3.9.2 or 4.4.0 (each in its own folder);
+    TALLY_STACK_VERSIONS's by default."""
+    clickhouse_version: str = clickhouse_server.DEFAULT_VERSION
+    """TALLY_STACK_CLICKHOUSE_VERSION: the ClickHouse the stack runs, 18.16 (Debian's) or 26.9 (chdb-core's);
+    TALLY_STACK_VERSIONS's by default."""
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
     start_timeout_s: float = START_TIMEOUT_S
@@ -43,11 +55,17 @@ class StackSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StackSettings:
         config = config_from(environ)
+        pair = one_of(config, "TALLY_STACK_VERSIONS", tuple(VERSION_PAIRS), "default")
+        kafka_version, clickhouse_version = VERSION_PAIRS[pair]
         return cls(
             root=Path(config("TALLY_STACK_DIR", default=str(cls.root))).resolve(),
             kafka=KafkaSettings.from_config(config),
             clickhouse=ClickHouseSettings.from_config(config),
             clickhouse_http_port=whole(config, "TALLY_CLICKHOUSE_HTTP_PORT", cls.clickhouse_http_port),
+            kafka_version=one_of(config, "TALLY_STACK_KAFKA_VERSION", kafka_broker.VERSIONS, kafka_version),
+            clickhouse_version=one_of(
+                config, "TALLY_STACK_CLICKHOUSE_VERSION", clickhouse_server.VERSIONS, clickhouse_version
+            ),
             ingest_host=config("TALLY_INGEST_HOST", default=cls.ingest_host),
             ingest_port=whole(config, "TALLY_INGEST_PORT", cls.ingest_port),
             start_timeout_s=positive(config, "TALLY_STACK_START_TIMEOUT_S", cls.start_timeout_s),
@@ -59,12 +77,21 @@ class Stack:
         self.settings = settings
         root = settings.root
         host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
+        version = settings.kafka_version
+        home = kafka_broker.home_of(root, version)
         self.kafka = KafkaServer(
-            root / "kafka", self.managed("kafka"), host=host, port=int(port), controller_port=int(port) + 1
+            home,
+            self.managed(home.name),
+            host=host,
+            port=int(port),
+            controller_port=int(port) + 1,
+            release=kafka_broker.RELEASES[version],
         )
-        self.clickhouse = ClickHouseServer(
-            root / "clickhouse",
-            self.managed("clickhouse"),
+        clickhouse_home = clickhouse_server.home_of(root, settings.clickhouse_version)
+        self.clickhouse = clickhouse_server.server(
+            settings.clickhouse_version,
+            clickhouse_home,
+            self.managed(clickhouse_home.name),
             host=settings.clickhouse.host,
             tcp_port=settings.clickhouse.port,
             http_port=settings.clickhouse_http_port,

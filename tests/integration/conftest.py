@@ -32,6 +32,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def stack() -> Iterator[Stack]:
     stack = Stack(StackSettings.from_env(os.environ))
     started = [server.process for server in (stack.kafka, stack.clickhouse) if server.start()]
+    with clickhouse_client(stack.settings.clickhouse, database="default") as client:
+        running = str(client.execute("SELECT version()")[0][0])
+    # A server of the other pair on these ports would be reused silently (TALLY_STACK_VERSIONS).
+    assert running.startswith(f"{stack.settings.clickhouse_version}."), (
+        f"ClickHouse {running} runs on port {stack.settings.clickhouse.port}; "
+        f"this session is for {stack.settings.clickhouse_version}"
+    )
     yield stack
     for process in reversed(started):
         process.stop()

@@ -20,7 +20,7 @@ import pytest
 from schema import migrations
 from schema.event import LabelEvent
 from schema.settings import ClickHouseSettings, clickhouse_client
-from stack.clickhouse import ClickHouseServer
+from stack import clickhouse
 from stack.ports import free_port
 from stack.processes import Managed
 from tests.support.load import Load, assert_exact
@@ -179,7 +179,9 @@ def test_late_events_are_refused_and_reported(services: Services) -> None:
 
 
 def test_clickhouse_outage_counting_goes_on_and_catches_up(services: Services, tmp_path: Path) -> None:
-    own = ClickHouseServer(
+    # A ClickHouse of the test's own, of the version the session runs.
+    own = clickhouse.server(
+        services.stack.settings.clickhouse_version,
         tmp_path / "clickhouse",
         Managed("clickhouse", tmp_path / "run", tmp_path / "logs"),
         tcp_port=free_port(),
