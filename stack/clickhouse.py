@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from stack import clickhouse_current
-from stack.clickhouse_current import CurrentClickHouseServer
+from stack.clickhouse_current import CurrentClickHouseServer, answers_ping
 from stack.processes import Managed
 
 HERE = Path(__file__).parent / "clickhouse"
@@ -76,11 +75,7 @@ class ClickHouseServer:
         return config
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/ping", timeout=1) as response:
-                return bool(response.read().strip() == b"Ok.")
-        except OSError:
-            return False
+        return answers_ping(self.host, self.http_port)
 
     def start(self) -> bool:
         """Start the server unless it runs. Return whether it started it."""

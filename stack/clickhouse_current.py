@@ -18,12 +18,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stack.processes import Managed
+from stack.processes import Managed, http_status
 
 HERE = Path(__file__).parent / "clickhouse"
 VERSION = "26.9"
@@ -34,6 +33,11 @@ SERVE = (
     "SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; "
     "SELECT sum(sleepEachRow(1)) FROM numbers(1000000000) SETTINGS max_block_size = 1"
 )
+
+
+def answers_ping(host: str, http_port: int) -> bool:
+    """Whether a ClickHouse server (of either version) answers its HTTP ``/ping``."""
+    return http_status(f"http://{host}:{http_port}/ping", timeout_s=1) == 200
 
 
 class UnprovedVersion(RuntimeError):
@@ -77,11 +81,7 @@ class CurrentClickHouseServer:
         return config
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/ping", timeout=1) as response:
-                return bool(response.read().strip() == b"Ok.")
-        except OSError:
-            return False
+        return answers_ping(self.host, self.http_port)
 
     def start(self) -> bool:
         """Start the server unless it runs. Return whether it started it."""
