@@ -276,16 +276,22 @@ class Pair:
         settings = self.clickhouse
         group = "system-bench-kafka-engine"
         commit_beginning(settings_bootstrap(self.stack), TOPIC, group, end=True)
-        try:
-            with clickhouse_client(settings, database="default") as admin:
-                admin.execute(f"CREATE DATABASE IF NOT EXISTS {ENGINE_DATABASE}")
-            with clickhouse_client(settings, database=ENGINE_DATABASE) as client:
-                client.execute(COUNTS)
-                client.execute(QUEUE, {"brokers": settings_bootstrap(self.stack), "topic": TOPIC, "group": group})
-                client.execute(VIEW)
-            self.engine_ready = True
-        except Exception as exc:  # an engine this build does not have, or settings it does not know
-            self.engine_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        statements = (
+            ("the SummingMergeTree", COUNTS),
+            ("the Kafka engine table", QUEUE),
+            ("the materialized view", VIEW),
+        )
+        with clickhouse_client(settings, database="default") as admin:
+            admin.execute(f"CREATE DATABASE IF NOT EXISTS {ENGINE_DATABASE}")
+        with clickhouse_client(settings, database=ENGINE_DATABASE) as client:
+            for what, sql in statements:
+                try:
+                    client.execute(sql, {"brokers": settings_bootstrap(self.stack), "topic": TOPIC, "group": group})
+                except Exception as exc:  # an engine this build does not have, or cannot run
+                    message = " ".join(str(exc).split("Stack trace")[0].split())
+                    self.engine_error = f"creating {what} failed: {type(exc).__name__}: {message}"[:300]
+                    return
+        self.engine_ready = True
 
     # -- reading back ---------------------------------------------------------------------------------------------
 
