@@ -84,6 +84,7 @@ KEPT_UP = 0.95
 """A step holds only if its events answered 2xx per second of load (the load's end included: requests still
 queued are sent then) are at least this share of the offered rate."""
 POLL_S = 0.1
+ENGINE = "kafka engine"
 
 
 # -- the step logic (pure) ---------------------------------------------------------------------------------------
@@ -177,6 +178,11 @@ class Step:
     """Seconds of load per ClickHouse write of the worker (its tally_worker_flush_seconds_count)."""
     anomalies: list[str] = field(default_factory=list)
     error: str = ""
+
+    @property
+    def engine(self) -> bool:
+        """Whether the step measures the Kafka engine's pipeline (else Tally's)."""
+        return self.pipeline == ENGINE
 
     @property
     def achieved(self) -> float:
@@ -295,9 +301,9 @@ class Pair:
 
     # -- reading back ---------------------------------------------------------------------------------------------
 
-    def counts(self, pipeline: str, prefix: str) -> Counter[tuple[str, str, str]]:
+    def counts(self, engine: bool, prefix: str) -> Counter[tuple[str, str, str]]:
         """Every counter of the step's labels, summed over days, as the pipeline's readers see it."""
-        table, database = ("daily_stats", DATABASE) if pipeline == "tally" else ("counts", ENGINE_DATABASE)
+        table, database = ("counts", ENGINE_DATABASE) if engine else ("daily_stats", DATABASE)
         sql = (
             f"SELECT label, category, dom_id, sum(counter) FROM {table} WHERE label LIKE %(p)s"
             " GROUP BY label, category, dom_id"
@@ -306,11 +312,11 @@ class Pair:
             rows = client.execute(sql, {"p": prefix + "%"})
         return Counter({(label, category, dom_id): int(n) for label, category, dom_id, n in rows})
 
-    def visible(self, pipeline: str, prefix: str, probes: Sequence[str], client: Any) -> set[str]:
+    def visible(self, engine: bool, prefix: str, probes: Sequence[str], client: Any) -> set[str]:
         """Which of ``probes`` show a count: through /get_stats/ (Tally), or the engine's table."""
         if not probes:
             return set()
-        if pipeline == "tally":
+        if not engine:
             query = urllib.parse.urlencode({"dom_ids": "|".join(probes) + "|"})
             with urllib.request.urlopen(f"{self.stack.ingest_url}/get_stats/?{query}", timeout=5) as response:
                 rows = json.loads(response.read())
@@ -342,12 +348,12 @@ def run_step(pair: Pair, step: Step) -> Step:
     seen: dict[str, float] = {}
     load_ended: float | None = None
     drained = False
-    database = DATABASE if step.pipeline == "tally" else ENGINE_DATABASE
+    database = ENGINE_DATABASE if step.engine else DATABASE
     with clickhouse_client(pair.clickhouse, database=database) as client:
         while True:
             waiting = [p for p in list(acked) if p not in seen][:100]
             try:
-                found = pair.visible(step.pipeline, step.prefix, waiting, client)
+                found = pair.visible(step.engine, step.prefix, waiting, client)
             except OSError as exc:
                 step.anomalies.append(f"probe poll failed: {exc}")
                 found = set()
@@ -389,7 +395,7 @@ def run_step(pair: Pair, step: Step) -> Step:
 
 def _exact(pair: Pair, step: Step, summary: dict[str, Any]) -> bool:
     expected = Counter({tuple(key.split("\t")): n for key, n in summary["expected"].items()})
-    counted = pair.counts(step.pipeline, step.prefix)
+    counted = pair.counts(step.engine, step.prefix)
     step.counters = len(expected)
     step.wrong = sum(1 for key in expected.keys() | counted.keys() if expected[key] != counted[key])
     return step.wrong == 0
@@ -454,10 +460,10 @@ def run_pair(name: str, args: argparse.Namespace) -> PairRun:
             say(f"{name}: the Kafka engine: {run.engine_error}")
             return run
         for k, (what, rate) in enumerate((("half", run.highest / 2), ("highest", run.highest)), start=1):
-            step = run_step(pair, Step("kafka engine", what, f"k{k}.", rate))
+            step = run_step(pair, Step(ENGINE, what, f"k{k}.", rate))
             run.engine.append(step)
             say(f"{name}: {describe(step)}")
-            if step.events_2xx and not step.freshness and not pair.counts("kafka engine", step.prefix):
+            if step.events_2xx and not step.freshness and not pair.counts(True, step.prefix):
                 run.engine_error = f"the Kafka engine counted nothing in {args.drain_s:g} s after the load"
                 break
     except Exception as exc:
@@ -621,7 +627,7 @@ def say(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", default="default,current", help="comma-separated: default, current")
-    parser.add_argument("--start", type=float, default=500, help="events/s of the first step")
+    parser.add_argument("--start", type=float, default=1000, help="events/s of the first step")
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument("--step-s", type=float, default=20)
     parser.add_argument("--drain-s", type=float, default=30)
