@@ -9,6 +9,16 @@ of the step (``call_soon``): what a beacon answers arrives whole in one
 segment, a few microseconds later. The connection's other calls pass
 through, a close or an EOF after what was gathered.
 
+It also holds a request's header fields to ``TALLY_MAX_HEADER_BYTES``
+(:class:`~ingest.validate.Limits`): httptools has no limit of its own and
+keeps a header whole in memory, however long, before uvicorn sees it. Past
+the limit the answer is a 431 with the JSON of every refusal (field
+``headers``; a GIF on the pixel route), counted in
+``tally_ingest_requests_total`` like the app's answers, and the connection
+is closed: the app never sees the request. A head still arriving well past
+the limit (the request line's allowance added) is refused before it is read
+whole, so a client cannot make ingest hold more than about one read of it.
+
 ``tally ingest`` serves with it (``http=ONE_WRITE_HTTP``); so does the
 ingest benchmark's floor (a).
 """
@@ -18,10 +28,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ingest.answer import refused
+from ingest.errors import HeadersTooLarge
+from ingest.metrics import IngestMetrics
+from ingest.validate import Limits
 
 ONE_WRITE_HTTP: Final = "ingest.protocol:OneWriteHttpToolsProtocol"
 """uvicorn's ``http`` setting (``--http``) that chooses this protocol."""
+LINGER_S: Final = 1.0
+"""How long a refused connection's further bytes are read and dropped before it is closed."""
+REQUEST_LINE_ALLOWANCE: Final = 4096
+"""Bytes of a request line besides its query string (method, path, version), for the guard on a head still arriving."""
 
 
 class GatheringTransport(asyncio.Transport):
@@ -97,7 +117,92 @@ class GatheringTransport(asyncio.Transport):
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a :class:`GatheringTransport`."""
+    """uvicorn's httptools protocol on a :class:`GatheringTransport`, holding header fields to their limit."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(GatheringTransport(transport, self.loop))
+        pipeline = self.app_state.get("pipeline")
+        limits: Limits = pipeline.limits if pipeline is not None else Limits()
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_head_arriving = limits.max_header_bytes + limits.max_query_string + REQUEST_LINE_ALLOWANCE
+        self._header_bytes = 0
+        self._in_head = True  # the next bytes are a request's head
+        self._heads = 0  # heads read whole on this connection
+        self._head_arriving = 0  # bytes of reads that were all head, for the current head
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # answered and closing: nothing more is read
+            return
+        all_head = self._in_head
+        heads = self._heads
+        super().data_received(data)
+        if self._refused or not self._in_head:
+            return
+        if all_head and heads == self._heads:  # this read was all head (a head begun mid-read is counted after it)
+            self._head_arriving += len(data)
+            if self._head_arriving > self._max_head_arriving:
+                self._refuse_head()
+        else:
+            self._head_arriving = 0
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4  # as sent: "name: value\r\n"
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._heads += 1
+        self._head_arriving = 0
+        if self._refused:
+            return
+        if self._header_bytes > self._max_header_bytes:
+            self._refuse_head()
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        if not self._refused:
+            super().on_message_complete()
+
+    def _refuse_head(self) -> None:
+        """Answer 431 (the pixel route: a GIF), count it, close the connection; nothing reaches the app."""
+        self._refused = True
+        path, method = self._path_and_method()
+        exc = HeadersTooLarge("headers", f"at most {self._max_header_bytes} bytes of header fields")
+        reply = refused(exc.status, exc.body(), exc.headers(), as_pixel=path.endswith(".gif"))
+        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [name + b": " + value + b"\r\n" for name, value in reply.headers]
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + reply.body)
+        # Closed at once with the client still sending, the socket would answer its bytes with a reset, which
+        # can reach the client before the 431 does: end our side, read and drop what still comes, then close.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
+        metrics: IngestMetrics | None = self.app_state.get("metrics")
+        if metrics is not None:
+            metrics.request(path, method, exc.status)
+
+    def _path_and_method(self) -> tuple[str, str]:
+        """The refused request's path and method, as far as they arrived (``""`` and ``other`` if not)."""
+        url: bytes = getattr(self, "url", b"")  # uvicorn's, from the request line
+        if not url:
+            return "", "other"
+        method = self.parser.get_method().decode("latin-1")
+        try:
+            return httptools.parse_url(url).path.decode("latin-1"), method
+        except httptools.HttpParserInvalidURLError:
+            return "", method
