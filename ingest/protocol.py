@@ -125,45 +125,39 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         limits: Limits = pipeline.limits if pipeline is not None else Limits()
         self._max_header_bytes = limits.max_header_bytes
         self._max_head_arriving = limits.max_header_bytes + limits.max_query_string + REQUEST_LINE_ALLOWANCE
-        self._header_bytes = 0
         self._in_head = True  # the next bytes are a request's head
+        self._read = 0  # bytes of the read being parsed
+        self._head_bound = 0  # at least the bytes of the current head read so far (request line included)
+        self._head_reads = 0  # bytes of the reads that were all head, for the current head: at most its bytes
         self._heads = 0  # heads read whole on this connection
-        self._head_arriving = 0  # bytes of reads that were all head, for the current head
         self._refused = False
+        self._refusal: tuple[str, str] | None = None  # the refused request's path and method, until answered
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # answered and closing: nothing more is read
             return
-        all_head = self._in_head
-        heads = self._heads
+        self._read = len(data)
+        all_head, heads = self._in_head, self._heads
+        if all_head:
+            self._head_bound += self._read
         super().data_received(data)
-        if self._refused or not self._in_head:
+        if self._refused or not (all_head and self._in_head and heads == self._heads):
             return
-        if all_head and heads == self._heads:  # this read was all head (a head begun mid-read is counted after it)
-            self._head_arriving += len(data)
-            if self._head_arriving > self._max_head_arriving:
-                self._refuse_head()
-        else:
-            self._head_arriving = 0
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_bytes = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4  # as sent: "name: value\r\n"
-        super().on_header(name, value)
+        # A head still arriving: refused once it is known to be too long, before it is read whole.
+        self._head_reads += self._read
+        if self._head_reads > self._max_head_arriving:
+            self._refuse_head()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._heads += 1
-        self._head_arriving = 0
-        if self._refused:
-            return
-        if self._header_bytes > self._max_header_bytes:
+        # A head within the limit in all (the usual request) is not counted field by field.
+        too_long = self._head_bound > self._max_header_bytes and _field_bytes(self.headers) > self._max_header_bytes
+        self._head_bound = self._head_reads = 0
+        if too_long and not self._refused:
             self._refuse_head()
-            return
-        super().on_headers_complete()
+        if not self._refused:
+            super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -171,13 +165,32 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_head = True
+        self._head_bound = self._read  # the next head may begin within this read: all that is left of it, at most
         if not self._refused:
             super().on_message_complete()
 
     def _refuse_head(self) -> None:
-        """Answer 431 (the pixel route: a GIF), count it, close the connection; nothing reaches the app."""
+        """Stop reading; answer 431 once the requests before this one on the connection are answered."""
         self._refused = True
-        path, method = self._path_and_method()
+        self._refusal = self._path_and_method()
+        if self._answering():
+            return  # answered by on_response_complete, in its turn
+        self._answer_refusal()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refusal is not None and not self._answering():
+            self._answer_refusal()
+
+    def _answering(self) -> bool:
+        """Whether an earlier request on this connection is still being answered, or waits its turn."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def _answer_refusal(self) -> None:
+        """The 431 (on the pixel route a GIF), counted; then the connection closes. Nothing reached the app."""
+        assert self._refusal is not None
+        path, method = self._refusal
+        self._refusal = None
         exc = HeadersTooLarge("headers", f"at most {self._max_header_bytes} bytes of header fields")
         reply = refused(exc.status, exc.body(), exc.headers(), as_pixel=path.endswith(".gif"))
         head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
@@ -206,3 +219,8 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             return httptools.parse_url(url).path.decode("latin-1"), method
         except httptools.HttpParserInvalidURLError:
             return "", method
+
+
+def _field_bytes(headers: list[tuple[bytes, bytes]]) -> int:
+    """Bytes of header fields as sent: ``name: value\\r\\n`` each."""
+    return sum(len(name) + len(value) + 4 for name, value in headers)

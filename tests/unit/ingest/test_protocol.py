@@ -154,3 +154,16 @@ def test_a_header_that_never_ends_is_refused_before_it_is_read_whole() -> None:
     assert received.startswith(b"HTTP/1.1 431 ")
     assert b'"field":"headers"' in received
     assert publisher.published == []
+
+
+def test_a_pipelined_request_past_the_limit_is_431_after_the_one_before_it_is_answered() -> None:
+    with serving() as (port, publisher):
+        received = answer_to(
+            port,
+            b"GET /track/?labels=first HTTP/1.1\r\nHost: x\r\nUser-Agent: Mozilla/5.0\r\n\r\n"
+            + request_with_cookie("/track/?labels=second", 20_000),
+        )
+    first, _, second = received.partition(b'{"accepted":1}')
+    assert first.startswith(b"HTTP/1.1 202 ")
+    assert second.startswith(b"HTTP/1.1 431 ") and b'"field":"headers"' in second
+    assert [e.label for e in publisher.published] == ["first"]
