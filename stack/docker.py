@@ -66,16 +66,13 @@ BUILD_TIMEOUT_S = 1800.0
 
 def missing_packages() -> list[str]:
     """The Debian packages the engine and the base need that are not installed."""
-    return [
-        package
-        for package, binary in (("docker.io", DOCKERD), ("docker.io", CLIENT), ("debootstrap", DEBOOTSTRAP))
-        if not Path(binary).exists()
-    ]
+    needed = (("docker.io", DOCKERD), ("docker.io", CLIENT), ("debootstrap", DEBOOTSTRAP))
+    return sorted({package for package, binary in needed if not Path(binary).exists()})
 
 
 def install() -> bool:
     """apt-get install docker.io and debootstrap unless they are there. Return whether it installed."""
-    packages = sorted(set(missing_packages()))
+    packages = missing_packages()
     if not packages:
         return False
     sudo = [] if os.geteuid() == 0 else ["sudo"]
@@ -137,7 +134,7 @@ class Engine:
     def start(self) -> bool:
         """Start ``dockerd`` unless it runs, and wait until it answers. Return whether it started it."""
         if missing := missing_packages():
-            raise RuntimeError(f"{', '.join(sorted(set(missing)))} missing: `make docker` installs them")
+            raise RuntimeError(f"{', '.join(missing)} missing: `make docker` installs them")
         if os.geteuid() != 0:
             raise RuntimeError("the stack's Docker engine runs as root, as dockerd needs")
         # containerd's socket is the deepest the engine makes under its exec root.
@@ -318,7 +315,7 @@ def _client_env() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from stack.stack import Stack, StackSettings
+    from stack.stack import Stack, StackSettings  # here: stack.stack imports this module
 
     parser = argparse.ArgumentParser(
         prog="python -m stack.docker", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
