@@ -5,7 +5,7 @@ UV := python3 -m uv
 TALLY := .venv/bin/tally
 SOAK_SECONDS ?= 600
 
-.PHONY: up down status test test-current lint unit install bench-worker bench-replay bench-system browser bench-ingest tally-js zookeeper prometheus dashboard-picture soak
+.PHONY: up down status test test-current lint unit install bench-worker bench-replay bench-system browser bench-ingest tally-js zookeeper prometheus docker image dashboard-picture soak
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -20,14 +20,14 @@ status: install
 	$(TALLY) status
 
 ## test: lint, then the whole suite (starts the servers it needs, or reuses running ones)
-test: install browser zookeeper prometheus lint
+test: install browser zookeeper prometheus docker lint
 	.venv/bin/pytest
 
 ## test-current: the integration suite on the other version pair, Kafka 4.4.0 + ClickHouse 26.9 (docs/testing.md),
 ## on ports of its own so that it never reuses the default pair's servers
 CURRENT_PAIR := TALLY_STACK_VERSIONS=current TALLY_KAFKA_BOOTSTRAP=127.0.0.1:19092 \
 	TALLY_CLICKHOUSE_PORT=19000 TALLY_CLICKHOUSE_HTTP_PORT=18123
-test-current: install browser zookeeper prometheus lint
+test-current: install browser zookeeper prometheus docker lint
 	$(CURRENT_PAIR) .venv/bin/pytest tests/integration
 
 ## unit: the tests that need no server
@@ -73,6 +73,19 @@ prometheus: /usr/bin/prometheus /usr/bin/promtool
 /usr/bin/prometheus /usr/bin/promtool &:
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends prometheus
+
+## docker: Debian's docker.io and debootstrap, for the image and its test (a Docker engine of the stack's own
+## under .stack/docker, never the package's service; stack/docker.py)
+docker: /usr/sbin/dockerd /usr/bin/docker /usr/sbin/debootstrap
+
+/usr/sbin/dockerd /usr/bin/docker /usr/sbin/debootstrap &:
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends docker.io debootstrap
+
+## image: deploy/Dockerfile built as tally:local on a Debian 12 base made here (docs/operations.md); leaves the
+## stack's Docker engine running for `docker run` (make down stops it)
+image: install docker
+	.venv/bin/python -m stack.docker build
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

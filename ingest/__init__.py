@@ -9,7 +9,9 @@ A beacon goes through one module per stage, assembled in :mod:`ingest.pipeline`:
 
 ``outcome`` says what became of each event (drop reasons), ``answer`` how
 ingest answers (JSON, or a GIF), ``errors`` what can go wrong and its HTTP
-answer. ``track`` holds the beacon routes, ``client`` the backend's
+answer. ``track`` holds the beacon routes (``inflate`` undoes a body's
+gzip or deflate), ``protocol`` the HTTP protocol ``tally ingest`` serves
+with (one write per answer, the header limit), ``client`` the backend's
 ``Tracker``, ``app`` assembles the routes with the clients they share.
 Publishing: ``publish`` (the publisher, its bounded waits and the outage
 breaker), ``batches`` (records straight into the producer's batches),

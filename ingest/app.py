@@ -91,12 +91,12 @@ def create_app(
             if reader is not None:
                 reader.close()
 
-    # A JSON POST from another origin is preflighted; sendBeacon's text/plain is not.
+    # A JSON (or compressed) POST from another origin is preflighted; sendBeacon's text/plain is not.
     # No credentials: Tally sets no cookie and reads none.
     cors: dict[str, Any] = {
         "allow_origins": settings.cors_origins,
         "allow_methods": ["GET", "POST"],
-        "allow_headers": ["Content-Type", "Authorization"],
+        "allow_headers": ["Content-Type", "Content-Encoding", "Authorization"],
         "expose_headers": [
             "X-Tally-Dropped",
             "X-Tally-Error",

@@ -48,6 +48,13 @@ class TooLarge(InvalidBeacon):
     code = "too_large"
 
 
+class HeadersTooLarge(InvalidBeacon):
+    """Header fields past ``TALLY_MAX_HEADER_BYTES``: 431, answered by the HTTP protocol (:mod:`ingest.protocol`)."""
+
+    status = 431
+    code = "too_large"
+
+
 class UnsupportedMediaType(InvalidBeacon):
     status = 415
     code = "unsupported_media_type"

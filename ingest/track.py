@@ -4,7 +4,8 @@
 - ``GET /track.gif?labels=...`` a 1x1 GIF for ``<img>`` and no-JS pages: 200, an image on errors too
 - ``POST /track/``            ``text/plain`` (what ``navigator.sendBeacon`` sends: the labels
                               syntax, or JSON sniffed from ``{``/``[``) or ``application/json``
-                              (one event, an array of events, or ``{"events": [...]}``): 202
+                              (one event, an array of events, or ``{"events": [...]}``), as sent
+                              or gzip/deflate-compressed (:mod:`ingest.inflate`): 202
 
 Each answers only once Kafka has acked every published event (or 503).
 
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ingest import answer
 from ingest.answer import Answer
 from ingest.errors import BrokerUnavailable, IngestError, InvalidBeacon, TooLarge, UnsupportedMediaType, answer_of
+from ingest.inflate import coding_of, inflated
 from ingest.metrics import IngestMetrics
 from ingest.observe import observed
 from ingest.outcome import Outcome
@@ -54,7 +56,11 @@ async def track_post(scope: Scope, receive: Receive) -> Answer:
     state = scope["state"]
     pipeline: Pipeline = state["pipeline"]
     json_declared = _is_json(header(scope, b"content-type"))
-    body = await read_body(scope, receive, pipeline.limits.max_body_bytes)
+    coding = coding_of(header(scope, b"content-encoding"))
+    max_body_bytes = pipeline.limits.max_body_bytes
+    body = await read_body(scope, receive, max_body_bytes)
+    if coding is not None:
+        body = inflated(body, coding, max_body_bytes)
     try:
         outcome = pipeline.body(body, json_declared, header(scope, b"user-agent"))
     except InvalidBeacon as refused:  # a JSON body whose every event was bad: each one a drop

@@ -42,7 +42,11 @@ class Limits:
     max_query_string: int = 8192
     """TALLY_MAX_QUERY_STRING: bytes of a request's query string; more is a 413."""
     max_body_bytes: int = 65536
-    """TALLY_MAX_BODY_BYTES: bytes of a POST body, counted while reading it; more is a 413."""
+    """TALLY_MAX_BODY_BYTES: bytes of a POST body, counted while reading it and again once inflated
+    (``Content-Encoding: gzip`` or ``deflate``); more is a 413."""
+    max_header_bytes: int = 16384
+    """TALLY_MAX_HEADER_BYTES: bytes of a request's header fields (each ``name: value`` line); more is a 431,
+    answered by ``tally ingest``'s HTTP protocol (:mod:`ingest.protocol`) before the app sees the request."""
     max_events_per_batch: int = 500
     """TALLY_MAX_EVENTS_PER_BATCH: events in one JSON body; more is a 400."""
     max_client_ts_past_s: int = 86400

@@ -1,4 +1,13 @@
-"""The OpenAPI 3.0 document of the read API, built from the parameter specs of :mod:`query.params`."""
+"""The OpenAPI 3.0 document of the read API, built from the parameter specs of :mod:`query.params`.
+
+It says what the running server enforces: every parameter's rule, exactly
+(a value the document allows is never refused for itself, one it does not
+allow always is), and whether ``/get_stats/`` asks for a token
+(``TALLY_API_PUBLIC_GET_STATS``). Two rules span two parameters, which an
+OpenAPI parameter cannot say: ``from`` on or before ``to``, and a range of at
+most ``TALLY_API_MAX_DAYS``. Each operation's description states them, and
+they are refused with a 400 naming ``from`` (docs/reading.md).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ from typing import Any
 from query.heatmap import MAX_DOM_IDS_PER_QUERY
 from query.params import ENDPOINT_PARAMS, GROUP_KEYS, MAX_VALUES_PER_FILTER, PARAMS
 from query.settings import QuerySettings
+from schema.event import RULES
 
 SUMMARIES = {
     "counts": (
@@ -101,7 +111,8 @@ def _operation(endpoint: str, settings: QuerySettings) -> dict[str, Any]:
         "get": {
             "operationId": endpoint,
             "summary": summary,
-            "description": f"{description} A range spans at most {settings.max_days} days.",
+            "description": f"{description} `from` is on or before `to`, and a range spans at most "
+            f"{settings.max_days} days (TALLY_API_MAX_DAYS): else a 400 naming `from`.",
             "parameters": [_parameter(name, settings) for name in ENDPOINT_PARAMS[endpoint]],
             "responses": {
                 "200": {
@@ -118,27 +129,41 @@ def _operation(endpoint: str, settings: QuerySettings) -> dict[str, Any]:
     }
 
 
-def _get_stats() -> dict[str, Any]:
+def _dom_ids_pattern() -> str:
+    """Dom ids separated by ``|``, empty ones skipped (the seed's trailing ``|``), 1 to MAX_DOM_IDS_PER_QUERY."""
+    chars, _, max_len, _ = RULES["dom_id"]
+    one = f"{chars.pattern.removesuffix('*')}{{1,{max_len}}}"
+    return rf"^\|*{one}(\|+{one}){{0,{MAX_DOM_IDS_PER_QUERY - 1}}}\|*$"
+
+
+def _get_stats(public: bool) -> dict[str, Any]:
+    access = (
+        "Public: this server sets TALLY_API_PUBLIC_GET_STATS, so no token is asked for."
+        if public
+        else "Needs a read token (TALLY_API_PUBLIC_GET_STATS makes it public)."
+    )
+    errors = {code: answer for code, answer in ERRORS.items() if not (public and code == "401")}
     return {
         "get": {
             "operationId": "get_stats",
             "summary": "The seed's heat-map call",
             "description": "A day's counts of these dom ids as `[[dom_id, counter, label], ...]`, summed over "
-            "categories. Public when the server sets TALLY_API_PUBLIC_GET_STATS.",
+            f"categories. {access}",
+            **({"security": []} if public else {}),
             "parameters": [
                 {
                     "name": "dom_ids",
                     "in": "query",
                     "required": True,
                     "description": f"Dom ids separated by `|` (trailing `|` allowed), {MAX_DOM_IDS_PER_QUERY} at most.",
-                    "schema": {"type": "string", "minLength": 1},
+                    "schema": {"type": "string", "pattern": _dom_ids_pattern()},
                 },
                 {
                     "name": "day",
                     "in": "query",
                     "required": False,
                     "description": "YYYY-MM-DD; default: today.",
-                    "schema": {"type": "string", "format": "date"},
+                    "schema": dict(PARAMS["to"].schema),
                 },
             ],
             "responses": {
@@ -153,7 +178,7 @@ def _get_stats() -> dict[str, Any]:
                         }
                     },
                 },
-                **ERRORS,
+                **errors,
             },
         }
     }
@@ -170,7 +195,7 @@ def document(settings: QuerySettings) -> dict[str, Any]:
         },
         "paths": {
             **{f"/api/v1/{endpoint}": _operation(endpoint, settings) for endpoint in ENDPOINT_PARAMS},
-            "/get_stats/": _get_stats(),
+            "/get_stats/": _get_stats(settings.public_get_stats),
         },
         "components": {
             "schemas": {"Counts": COUNTS, "Row": ROW, "Error": ERROR},

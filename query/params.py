@@ -23,9 +23,10 @@ from starlette.datastructures import QueryParams
 
 from query.errors import InvalidParameter
 from query.settings import QuerySettings
-from schema.event import CATEGORY_RULE, MAX_CATEGORY_LEN, MAX_DOM_ID_LEN, MAX_LABEL_LEN, InvalidField, check_field
+from schema.event import CATEGORY_RULE, MAX_LABEL_LEN, RULES, InvalidField, check_field
 
-# ClickHouse's Date: days since 1970 in a UInt16. Kept well inside it.
+# ClickHouse's Date: days since 1970 in a UInt16. Kept well inside it, on whole years, so that one
+# pattern says which dates are read (:data:`DATE_PATTERN`, also the OpenAPI document's).
 FIRST_DAY: Final = date(1970, 1, 1)
 LAST_DAY: Final = date(2105, 12, 31)
 DEFAULT_DAYS: Final = 7
@@ -42,7 +43,10 @@ TOP_KEYS: Final = ("label", "category", "dom_id")
 FORMATS: Final = ("json", "csv")
 ORDERS: Final = ("key", "counter")
 
-_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATE_PATTERN: Final = r"(19[7-9][0-9]|20[0-9][0-9]|210[0-5])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+"""What :func:`parse_day` reads, as the OpenAPI document states it (with ``format: date``, which refuses Feb 30):
+``YYYY-MM-DD`` in ASCII digits, from FIRST_DAY's year to LAST_DAY's."""
+_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _WHOLE: Final = re.compile(r"[0-9]{1,9}")
 _SEARCH: Final = CATEGORY_RULE  # letters, digits and _ . - /: any part of a label
 
@@ -61,11 +65,18 @@ class Param:
 
 
 def _date_param(name: str, description: str) -> Param:
-    return Param(name, description, {"type": "string", "format": "date", "pattern": _DATE.pattern})
+    return Param(name, description, {"type": "string", "format": "date", "pattern": f"^{DATE_PATTERN}$"})
 
 
-def _field_param(name: str, min_len: int, max_len: int, description: str) -> Param:
-    return Param(name, description, {"type": "string", "minLength": min_len, "maxLength": max_len}, repeated=True)
+def _field_param(name: str, description: str) -> Param:
+    """A filter on one field of the counter, its values checked by the field's rule (schema.event)."""
+    return Param(name, description, field_schema(name), repeated=True)
+
+
+def field_schema(name: str) -> dict[str, Any]:
+    """The JSON schema of one value of field ``name``: its rule in :data:`schema.event.RULES`, exactly."""
+    pattern, min_len, max_len, _ = RULES[name]
+    return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": f"^{pattern.pattern}$"}
 
 
 PARAMS: Final = {
@@ -73,13 +84,13 @@ PARAMS: Final = {
     for p in (
         _date_param("from", f"First day (YYYY-MM-DD, in TALLY_DAY_TZ), inclusive. Default: `to` - {DEFAULT_DAYS - 1}."),
         _date_param("to", "Last day (YYYY-MM-DD), inclusive. Default: today."),
-        _field_param("label", 1, MAX_LABEL_LEN, "Only these labels; repeat for several."),
-        _field_param("category", 0, MAX_CATEGORY_LEN, "Only these categories (empty: none); repeat for several."),
-        _field_param("dom_id", 0, MAX_DOM_ID_LEN, "Only these dom ids (empty: none); repeat for several."),
+        _field_param("label", "Only these labels; repeat for several."),
+        _field_param("category", "Only these categories (empty: none); repeat for several."),
+        _field_param("dom_id", "Only these dom ids (empty: none); repeat for several."),
         Param(
             "q",
             "Labels containing this text, ignoring case.",
-            {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH_LEN},
+            {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH_LEN, "pattern": f"^{_SEARCH.pattern}$"},
         ),
         Param(
             "group_by",

@@ -1,22 +1,42 @@
 """A label event: its fields, the rules each field obeys, and its wire format.
 
-Ingest encodes, the aggregator decodes; neither defines its own. The Kafka
-message key is ``label:category:dom_id`` so every event of one counter lands
-in one partition, in order: the aggregator relies on that to count each
-event exactly once (see :mod:`aggregator.count`).
+Ingest encodes, the aggregator decodes; neither defines its own. Every event
+of one counter (``label:category:dom_id``) lands in one partition, in order:
+the aggregator relies on that to count each event exactly once (see
+:mod:`aggregator.count`). Two wire versions are on the topic:
+
+- **v1**, one event per record (:func:`encode`, :func:`decode`), its Kafka
+  key the counter, so that Kafka's partitioner puts it in its counter's
+  partition.
+- **v2**, one record per request and partition (:func:`encode_record`,
+  :func:`decode_record`): the events of one request whose counters fall in
+  one partition, and the request's idempotency key, if it has one. Ingest
+  chooses the partition itself from the counters (they all share it); the
+  Kafka key is the idempotency key, or none. A record is the unit the
+  worker deduplicates: a repeat of a keyed request becomes, in each
+  partition, a record with the same key and the same counters
+  (:func:`fingerprint`).
+
+``decode_record`` reads both versions, so records written before v2 keep
+counting. A later version may add a field (such as a site) to the v2 record;
+a reader of this version refuses no record for a field it does not know.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Final, NamedTuple
 
 import orjson
 
 WIRE_VERSION: Final = 1
+"""The version of one-event records (:func:`encode`)."""
+RECORD_VERSION: Final = 2
+"""The version of one-request-per-partition records (:func:`encode_record`)."""
 
 # Field rules. ASCII only, so a label is the same string in every system it
 # passes through, and junk (URLs, JSON, free text) is refused at the door.
@@ -32,6 +52,11 @@ RULES: Final = {
     "category": (CATEGORY_RULE, 0, MAX_CATEGORY_LEN, "letters, digits and _ . - /"),
     "dom_id": (DOM_ID_RULE, 0, MAX_DOM_ID_LEN, "letters, digits and _ . -"),
 }
+
+
+IDEMPOTENCY_KEY_RULE: Final = re.compile(r"[A-Za-z0-9_\-]+")
+MAX_IDEMPOTENCY_KEY_LEN: Final = 64
+IDEMPOTENCY_KEY_CHARS: Final = "letters, digits, _ and -"
 
 
 class InvalidField(ValueError):
@@ -53,6 +78,17 @@ def check_field(name: str, value: str) -> str:
         raise InvalidField(name, f"at most {max_len} characters", value)
     if not pattern.fullmatch(value):
         raise InvalidField(name, f"only {chars}", value)
+    return value
+
+
+def check_idempotency_key(value: str, field: str = "idempotency_key") -> str:
+    """Return ``value`` if it is a valid idempotency key (1-64 of A-Z a-z 0-9 _ -), else raise InvalidField."""
+    if not value:
+        raise InvalidField(field, "is empty: 1 to 64 characters", value)
+    if len(value) > MAX_IDEMPOTENCY_KEY_LEN:
+        raise InvalidField(field, f"at most {MAX_IDEMPOTENCY_KEY_LEN} characters", value)
+    if not IDEMPOTENCY_KEY_RULE.fullmatch(value):
+        raise InvalidField(field, f"only {IDEMPOTENCY_KEY_CHARS}", value)
     return value
 
 
@@ -143,6 +179,66 @@ def decode(value: bytes) -> LabelEvent:
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise UndecodableEvent(str(exc)) from exc
+
+
+class EventRecord(NamedTuple):
+    """What one record on the topic holds: its events, and the idempotency key of the request they came in.
+
+    A v1 record is one event without a key.
+    """
+
+    key: str | None
+    events: tuple[LabelEvent, ...]
+
+
+def encode_record(events: Sequence[LabelEvent], key: str | None = None) -> bytes:
+    """The value of a v2 record: ``{"v":2,"key":KEY,"events":[[label,category,dom_id,ts],...]}``.
+
+    ``events`` are the events of one request whose counters fall in one
+    partition (the caller groups them); ``"key"`` is left out when the
+    request has no idempotency key. Compact JSON, the events in the order
+    given.
+    """
+    rows = [[e.label, e.category, e.dom_id, e.ts_ms] for e in events]
+    doc: dict[str, object] = (
+        {"v": RECORD_VERSION, "key": key, "events": rows} if key else {"v": RECORD_VERSION, "events": rows}
+    )
+    return orjson.dumps(doc)
+
+
+def decode_record(value: bytes) -> EventRecord:
+    """The events and key of a record of either version, with the same field rules as ingest."""
+    try:
+        doc = orjson.loads(value)
+        version = doc["v"]
+        if version == WIRE_VERSION:
+            return EventRecord(None, (LabelEvent(doc["label"], doc["category"], doc["dom_id"], int(doc["ts"])),))
+        if version != RECORD_VERSION:
+            raise UndecodableEvent(f"unknown wire version {version!r}")
+        key = doc.get("key")
+        if key is not None:
+            check_idempotency_key(key, "key")
+        rows = doc["events"]
+        if not isinstance(rows, list) or not rows:
+            raise UndecodableEvent("a v2 record holds a non-empty list of events")
+        events = tuple(LabelEvent(label, category, dom_id, int(ts)) for label, category, dom_id, ts in rows)
+        return EventRecord(key, events)
+    except UndecodableEvent:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UndecodableEvent(str(exc)) from exc
+
+
+def fingerprint(events: Iterable[LabelEvent]) -> int:
+    """What every send of one request shares: its counters, each as often as it occurs, in any order.
+
+    Times are left out: ingest stamps each arrival anew. Two requests with
+    one idempotency key but different fingerprints are two requests (the
+    client reused a key), not a repeat. A 64-bit digest, the same in every
+    process (not Python's salted ``hash``).
+    """
+    counters = sorted(e.counter_key for e in events)
+    return int.from_bytes(hashlib.blake2b("\n".join(counters).encode(), digest_size=8).digest(), "big")
 
 
 def day_of(ts_ms: int, tz: tzinfo = UTC) -> date:

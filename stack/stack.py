@@ -17,6 +17,7 @@ from deploy.cli import worker_web_port
 from schema import migrations
 from schema.settings import ClickHouseSettings, KafkaSettings, config_from, one_of, positive, whole
 from stack import clickhouse as clickhouse_server
+from stack import docker as docker_engine
 from stack import kafka as kafka_broker
 from stack.kafka import KafkaServer, ensure_topic
 from stack.ports import free_port
@@ -99,6 +100,8 @@ class Stack:
             http_port=settings.clickhouse_http_port,
         )
         self.ingest = self.managed("ingest")
+        # Started by `make image` and the image's test only (stack/docker.py); `down` stops it too.
+        self.docker = docker_engine.engine(root, self.managed("docker"))
 
     def managed(self, name: str, root: Path | None = None) -> Managed:
         """A process of this stack, tracked under ``root`` (the stack's own by default)."""
@@ -158,6 +161,8 @@ class Stack:
             _say(f"{process.name}: {'stopped' if process.stop() else 'not running'}")
         for process in (self.kafka.process, self.clickhouse.process):
             _say(f"{process.name}: {'stopped' if process.stop() else 'not running'}")
+        if self.docker.stop():  # only where the image was built or tested
+            _say("docker engine: stopped")
 
     def print_status(self) -> None:
         s = self.settings

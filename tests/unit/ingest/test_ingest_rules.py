@@ -193,6 +193,7 @@ def test_documented_defaults() -> None:
         max_labels_per_request=50,
         max_query_string=8192,
         max_body_bytes=65536,
+        max_header_bytes=16384,
         max_events_per_batch=500,
         max_client_ts_past_s=86400,
         max_client_ts_future_s=300,

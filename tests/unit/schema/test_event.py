@@ -6,7 +6,20 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from schema.event import InvalidField, LabelEvent, UndecodableEvent, day_of, decode, encode, encode_key
+from schema.event import (
+    EventRecord,
+    InvalidField,
+    LabelEvent,
+    UndecodableEvent,
+    check_idempotency_key,
+    day_of,
+    decode,
+    decode_record,
+    encode,
+    encode_key,
+    encode_record,
+    fingerprint,
+)
 
 
 def test_the_wire_format_is_compact_json_with_the_time_last() -> None:
@@ -60,3 +73,70 @@ def test_day_boundary_follows_the_configured_zone() -> None:
     ts = 1_764_027_000_000  # 2025-11-24T23:30:00Z
     assert day_of(ts) == date(2025, 11, 24)
     assert day_of(ts, ZoneInfo("Europe/Paris")) == date(2025, 11, 25)
+
+
+# -- v2: one record per request and partition -------------------------------------------------------------------
+
+
+def test_a_v2_record_carries_its_events_and_the_requests_idempotency_key() -> None:
+    events = (LabelEvent("signup", "forms", "btn1", 1_764_000_000_123), LabelEvent("home", "", "", 1_764_000_000_124))
+    value = encode_record(events, "req-1_a")
+    assert orjson.loads(value) == {
+        "v": 2,
+        "key": "req-1_a",
+        "events": [["signup", "forms", "btn1", 1_764_000_000_123], ["home", "", "", 1_764_000_000_124]],
+    }
+    assert decode_record(value) == EventRecord("req-1_a", events)
+    assert decode_record(encode_record(events)) == EventRecord(None, events)
+    assert b'"key"' not in encode_record(events)
+
+
+def test_a_v1_record_reads_as_one_event_without_a_key() -> None:
+    event = LabelEvent("signup", "forms", "btn1", 1_764_072_000_000)
+    assert decode_record(encode(event)) == EventRecord(None, (event,))
+
+
+def test_a_field_a_later_version_adds_is_no_reason_to_refuse_a_record() -> None:
+    value = b'{"v":2,"site":"shop","events":[["a","","",1]]}'
+    assert decode_record(value) == EventRecord(None, (LabelEvent("a", "", "", 1),))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"v":3,"events":[["a","","",1]]}',
+        b'{"v":2,"events":[]}',
+        b'{"v":2,"events":"a"}',
+        b'{"v":2,"events":[["a","",""]]}',
+        b'{"v":2,"events":[["a b","","",1]]}',
+        b'{"v":2,"key":"has space","events":[["a","","",1]]}',
+        b'{"v":2,"key":"","events":[["a","","",1]]}',
+    ],
+)
+def test_decode_record_refuses_what_ingest_would_never_write(value: bytes) -> None:
+    with pytest.raises(UndecodableEvent):
+        decode_record(value)
+
+
+@pytest.mark.parametrize("key", ["a", "A-z_09", "0" * 64, "6f1c7c1e-4c49-4a36-9d0b-7e6c2f1a9b10"])
+def test_idempotency_keys_of_one_to_64_safe_characters_are_valid(key: str) -> None:
+    assert check_idempotency_key(key) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [("", "is empty"), ("0" * 65, "at most 64"), ("a b", "only letters"), ("a+b", "only letters"), ("é", "only")],
+)
+def test_a_malformed_idempotency_key_names_the_field_and_the_rule(key: str, rule: str) -> None:
+    with pytest.raises(InvalidField) as caught:
+        check_idempotency_key(key)
+    assert caught.value.field == "idempotency_key"
+    assert caught.value.rule.startswith(rule)
+
+
+def test_every_send_of_one_request_has_one_fingerprint_whatever_its_times_and_order() -> None:
+    first = [LabelEvent("a", "c", "d", 1), LabelEvent("b", "", "", 1), LabelEvent("a", "c", "d", 1)]
+    again = [LabelEvent("b", "", "", 9), LabelEvent("a", "c", "d", 9), LabelEvent("a", "c", "d", 7)]
+    assert fingerprint(first) == fingerprint(again)
+    assert fingerprint(first) != fingerprint(first[:2])
+    assert fingerprint(first) != fingerprint([*first, LabelEvent("e", "", "", 1)])
