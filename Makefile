@@ -104,7 +104,7 @@ bench-ingest: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest $(BENCH_ARGS)
 
 ## bench-system: ingest, Kafka, a worker and ClickHouse on this box under stepped load, beside ClickHouse's
-## Kafka engine, on both version pairs (about 15 minutes; docs/performance.md)
+## Kafka engine, on both version pairs (about 10 minutes; docs/performance.md)
 bench-system: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.system $(BENCH_ARGS)
 
