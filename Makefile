@@ -5,7 +5,7 @@ UV := python3 -m uv
 TALLY := .venv/bin/tally
 SOAK_SECONDS ?= 600
 
-.PHONY: up down status test test-current lint unit install bench-worker bench-replay browser bench-ingest tally-js zookeeper prometheus docker image dashboard-picture soak
+.PHONY: up down status test test-current lint unit install bench-worker bench-replay bench-system browser bench-ingest tally-js zookeeper prometheus docker image dashboard-picture soak
 
 ## up: install what is missing, start Kafka, ClickHouse, schema, ingest and a worker
 up: install
@@ -102,6 +102,11 @@ bench-replay: install
 ## bench-ingest: ingest on one core beside nginx and the app without Kafka (about 2 minutes; docs/performance.md)
 bench-ingest: install
 	flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest $(BENCH_ARGS)
+
+## bench-system: ingest, Kafka, a worker and ClickHouse on this box under stepped load, beside ClickHouse's
+## Kafka engine, on both version pairs (about 10 minutes; docs/performance.md)
+bench-system: install
+	flock /tmp/tally-bench.lock .venv/bin/python -m bench.system $(BENCH_ARGS)
 
 ## dashboard-picture: docs/dashboard-overview.png, the overview dashboard drawn from its own queries (needs ClickHouse: `make up`)
 dashboard-picture: install

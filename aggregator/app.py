@@ -7,7 +7,8 @@ The stages an event passes, in order:
 3. decode   (aggregator.decode)   bytes -> positioned LabelEvents; junk dropped, counted, logged
 4. count    (aggregator.count)    daily and hourly counters in the table (aggregator.table), exactly once
 5. rollup   (aggregator.rollup)   changed counters remembered as absolute rows
-6. write    (aggregator.write)    every ``flush_interval_s`` and at shutdown, into ClickHouse
+6. write    (aggregator.write)    as soon as counts change, at most every ``flush_interval_s``, and at
+                                  shutdown, into ClickHouse
 
 Stages 2 to 5 run per batch (aggregator.batch). A batch's offsets are
 committed only after Kafka confirmed its changelog records, and never past
@@ -91,9 +92,9 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     async def restart_what_stalled() -> None:
         await restart_stalled(app, metrics)
 
-    @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]
+    @app.task  # type: ignore[untyped-decorator]
     async def write() -> None:
-        await rollup.flush()
+        await rollup.keep_flushing(settings.flush_interval_s)
 
     @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:

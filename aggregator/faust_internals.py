@@ -18,6 +18,11 @@ Private names, and why each is needed:
 ``Consumer._drain_messages`` (overridden, and called for Faust's own loop)
     Faust's fetch loop, which hands each message to the streams one at a
     time. ``HookedConsumer.drain`` replaces it (aggregator.consume).
+``Consumer._new_consumer_thread`` (overridden), ``AIOKafkaConsumerThread._create_worker_consumer``
+(overridden, and called for Faust's own consumer), aiokafka's ``AIOKafkaConsumer._fetch_max_wait_ms``
+    Faust builds aiokafka's consumer with ``fetch_max_wait_ms=1500`` and no
+    setting for it; ``HookedConsumer.fetch_max_wait_ms`` replaces it before
+    the consumer starts its fetcher (aggregator.consume says why).
 ``Consumer._new_offset`` (overridden, and called for Faust's own answer)
     The offset a commit of a partition goes up to.
     ``HookedConsumer.offset_to_commit`` replaces it (aggregator.commit caps it).
@@ -99,12 +104,28 @@ def current_event(event: EventT[Any]) -> Iterator[None]:
         _current_event.reset(token)
 
 
+class HookedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's thread around aiokafka's consumer, with the consumer's ``fetch_max_wait_ms`` its consumer's."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust passes 1500 and has no setting for it; aiokafka reads it when it starts its fetcher.
+        consumer._fetch_max_wait_ms = cast(HookedConsumer, self.consumer).fetch_max_wait_ms
+        return consumer
+
+
 class HookedConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, with its fetch loop and its commit offsets open to a subclass.
 
     The hooks (``drain``, ``offset_to_commit``) default to Faust's own; the
     other methods are what a replacement fetch loop needs of Faust's state.
     """
+
+    fetch_max_wait_ms: ClassVar[int] = 1500
+    """How long the broker may hold a fetch that has nothing to return yet (Faust's value by default)."""
+
+    def _new_consumer_thread(self) -> HookedConsumerThread:
+        return HookedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         await self.drain(fetcher)

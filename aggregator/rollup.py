@@ -1,6 +1,11 @@
 """The counters that changed since the last flush, as absolute rows.
 
-``mark`` is called after every counted batch; ``flush`` on a timer and at
+``mark`` is called after every counted batch; ``keep_flushing`` writes what
+changed as soon as something did, at most once every ``flush_interval_s``
+from the start of the previous write (not on a timer that sleeps the
+interval after each write: that leaves counts waiting up to one interval,
+plus the write, plus however long a batch being counted holds the event
+loop, for the next tick; docs/performance.md); ``flush`` once more at
 shutdown. The pending set is keyed by counter, so it is bounded by the
 number of live counters however long ClickHouse is away, and a failed write
 leaves it in place to be written again (newer values replacing older ones).
@@ -42,6 +47,8 @@ class Rollup:
         self._max_backoff_s = max_backoff_s
         self._failures = 0
         self._next_try = 0.0
+        self._last_started = float("-inf")
+        self._marked = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -55,6 +62,24 @@ class Rollup:
     def mark(self, changed: Mapping[str, Tally]) -> None:
         self._pending.update(changed)
         self._metrics.pending_rows.set(len(self._pending))
+        if self._pending:
+            self._marked.set()
+
+    def next_flush_at(self, interval_s: float) -> float:
+        """When (monotonic) the next write may start: ``interval_s`` after the last one started, or after a back-off."""
+        return max(self._last_started + interval_s, self._next_try)
+
+    async def keep_flushing(self, interval_s: float) -> None:
+        """Write each change as soon as it is marked, at most once every ``interval_s``; runs until cancelled."""
+        while True:
+            await self._marked.wait()
+            wait = self.next_flush_at(interval_s) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._marked.clear()
+            await self.flush()
+            if self._pending:  # a failed write, or counts marked meanwhile
+                self._marked.set()
 
     async def flush(self, *, force: bool = False) -> int:
         """Write every pending counter; return how many. Backs off after failures."""
@@ -62,6 +87,7 @@ class Rollup:
             if not self._pending or (not force and time.monotonic() < self._next_try):
                 return 0
             batch, self._pending = self._pending, {}
+            self._last_started = time.monotonic()
             now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
             rows = [self._row(key, tally, now) for key, tally in batch.items()]
             started = time.perf_counter()

@@ -37,7 +37,8 @@ class WorkerSettings:
     batch_within_s: float = 1.0
     """TALLY_WORKER_BATCH_WITHIN_S: how long to wait to fill a batch."""
     flush_interval_s: float = 1.0
-    """TALLY_WORKER_FLUSH_INTERVAL_S: how often changed counts are written to ClickHouse."""
+    """TALLY_WORKER_FLUSH_INTERVAL_S: the least time between two writes of changed counts to ClickHouse (a change is
+    written as soon as this allows)."""
     session_timeout_s: float = 10.0
     """TALLY_WORKER_SESSION_TIMEOUT_S: how soon a worker that died (kill -9) is noticed and its partitions move."""
     window_days: int = 3

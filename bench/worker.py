@@ -19,7 +19,9 @@
        (bench/worker_plain.py): what Faust's per-event machinery costs.
    Then (a) once more under py-spy, for where the time goes.
 3. Freshness: one worker, events published through ingest's publisher at
-   half of (a)'s rate; ack -> visible in daily_stats, p50 and p99.
+   half of (a)'s rate; ack -> visible in daily_stats, p50 and p99. With
+   ``--baseline-worker CHECKOUT``, the same again with the worker of another
+   checkout (its .venv), for a before/after in one run.
 
 Prints the table and writes it, with the machine and versions, to
 bench/results/worker.txt. Kafka and ClickHouse are the stack's servers
@@ -41,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from bench.system import baseline_name
 from bench.worker_clickhouse_kafka import EngineRun, run_kafka_engine
 from bench.worker_freshness import Freshness, measure_freshness
 from bench.worker_load import backlog, preload, topic_size
@@ -201,14 +204,14 @@ def profile_lines(profile: Profile | str | None, run: WorkerRun | str | None) ->
     return lines
 
 
-def freshness_lines(fresh: Freshness | str | None) -> list[str]:
+def freshness_lines(fresh: Freshness | str | None, whose: str = "") -> list[str]:
     if fresh is None:
-        return ["freshness: skipped"]
+        return [f"freshness{whose}: skipped"]
     if isinstance(fresh, str):
-        return [f"freshness: failed: {fresh}"]
+        return [f"freshness{whose}: failed: {fresh}"]
     return [
-        f"freshness at {fresh.achieved_rate:,.0f} events/s for {fresh.seconds:.0f} s (target {fresh.target_rate:,.0f},"
-        f" half of (a)), published through ingest.publish.KafkaPublisher, one worker on core 1:",
+        f"freshness{whose} at {fresh.achieved_rate:,.0f} events/s for {fresh.seconds:.0f} s (target "
+        f"{fresh.target_rate:,.0f}, half of (a)), published through KafkaPublisher, one worker on core 1:",
         f"  ack -> visible in daily_stats, {len(fresh.latencies)} probes: p50 {fresh.percentile(50):.2f} s, "
         f"p99 {fresh.percentile(99):.2f} s, max {max(fresh.latencies, default=float('nan')):.2f} s; "
         f"{fresh.events:,} events, exact: {'yes' if fresh.exact else 'NO ' + fresh.detail}",
@@ -224,6 +227,9 @@ def main() -> int:
     parser.add_argument("--freshness-s", type=float, default=30, help="0 to skip")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--baseline-worker", type=Path, help="a checkout (with its .venv) whose worker's freshness is measured too"
+    )
     args = parser.parse_args()
 
     say(f"generating {args.events:,} events over {args.counters:,} counters")
@@ -256,11 +262,18 @@ def main() -> int:
                 profile = attempt("reading the profile", lambda: read_profile(raw))
 
         fresh: Freshness | str | None = None
+        before: Freshness | str | None = None
         if args.freshness_s > 0 and isinstance(a, WorkerRun):
             rate = a.steady_rate / 2
             fresh = attempt(
                 f"freshness at {rate:,.0f} events/s", lambda: measure_freshness(bench, rate, args.freshness_s)
             )
+            if args.baseline_worker:
+                tally = str(args.baseline_worker / ".venv" / "bin" / "tally")
+                before = attempt(
+                    f"freshness at {rate:,.0f} events/s, {args.baseline_worker}'s worker",
+                    lambda: measure_freshness(bench, rate, args.freshness_s, tally=tally),
+                )
 
     rows = [
         worker_row(a, "(a) tally worker, memory store", "1"),
@@ -288,6 +301,7 @@ def main() -> int:
         "(f) is not a worker (no rebalance handling, no recovery): it shows what Faust's per-event path costs.",
         "",
         *freshness_lines(fresh),
+        *(freshness_lines(before, f" with the worker of {baseline_name(args.baseline_worker)}") if before else []),
         "",
         *profile_lines(profile, profiled),
     ]

@@ -117,8 +117,11 @@ def _steady(samples: list[tuple[float, int]], total: int) -> float:
     return (total - first_block) / (last - first) if last > first else 0.0
 
 
-def commit_beginning(bootstrap: str, topic: str, group: str) -> None:
-    """Commit offset 0 of every partition of ``topic`` for ``group``: it then reads from the start."""
+def commit_beginning(bootstrap: str, topic: str, group: str, *, end: bool = False) -> None:
+    """Commit the first offset of every partition of ``topic`` for ``group`` (the last, with ``end``).
+
+    The group then reads from the start (or only what comes next), whatever the engine's default.
+    """
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
@@ -128,7 +131,7 @@ def commit_beginning(bootstrap: str, topic: str, group: str) -> None:
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(parts)
-        beginnings = consumer.beginning_offsets(parts)
-        consumer.commit({tp: OffsetAndMetadata(beginnings[tp], "", -1) for tp in parts})
+        offsets = consumer.end_offsets(parts) if end else consumer.beginning_offsets(parts)
+        consumer.commit({tp: OffsetAndMetadata(offsets[tp], "", -1) for tp in parts})
     finally:
         consumer.close()

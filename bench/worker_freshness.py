@@ -72,7 +72,9 @@ def measure_freshness(
     probe_interval_s: float = 0.1,
     worker_cpu: int = 1,
     extra_env: dict[str, str] | None = None,
+    tally: str | None = None,
 ) -> Freshness:
+    """``tally`` is the script that runs the worker: this checkout's by default, another's for a before/after."""
     topic = bench.new_topic("freshness")
     app_id = bench.new_app_id("freshness")
     clickhouse = bench.new_database()
@@ -95,7 +97,7 @@ def measure_freshness(
     worker_started = time.monotonic()
     try:
         worker.start_and_wait(
-            pinned(worker_cpu, [tally_command(), "worker", "--id", "1"]),
+            pinned(worker_cpu, [tally or tally_command(), "worker", "--id", "1"]),
             ready=WORKER_READY,
             env=worker_env(run_dir, "1", env),
         )

@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -50,12 +49,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schema.settings import ClickHouseSettings, KafkaSettings, clickhouse_client
+from schema.settings import ClickHouseSettings, clickhouse_client
 from soak.load import PROBE_LABEL, Load, LoadSettings, Outcomes, boundary_for
 from soak.report import RECOVERY_LIMIT_S, RECOVERY_PROBE_S
 from stack.ports import free_port
 from stack.processes import Managed
-from stack.stack import CHECKOUT, Stack, StackSettings, start_ingest, start_worker, worker_env
+from stack.stack import CHECKOUT, StackSettings, own_stack, start_ingest, start_worker, wipe, worker_env
 
 READ_TOKEN = "tally-soak-read-token-0123456789"
 TOPIC = "soak.events"
@@ -130,19 +129,7 @@ class SoakStack:
     def __init__(self, settings: SoakSettings) -> None:
         self.settings = settings
         # The version pair of the environment's stack (TALLY_STACK_VERSIONS), on servers of the soak's own.
-        here = StackSettings.from_env(os.environ)
-        self.stack = Stack(
-            StackSettings(
-                root=settings.root,
-                kafka_version=here.kafka_version,
-                clickhouse_version=here.clickhouse_version,
-                kafka=KafkaSettings(bootstrap=f"127.0.0.1:{free_port(pair=True)}", topic=TOPIC),
-                clickhouse=ClickHouseSettings(port=free_port(), database=DATABASE),
-                clickhouse_http_port=free_port(),
-                ingest_port=free_port(),
-                start_timeout_s=here.start_timeout_s,
-            )
-        )
+        self.stack = own_stack(settings.root, StackSettings.from_env(os.environ), topic=TOPIC, database=DATABASE)
         self.worker_ports = {str(n): free_port() for n in range(1, settings.workers + 1)}
         self.app_id = "soak-aggregator"
 
@@ -159,19 +146,7 @@ class SoakStack:
 
     def clean(self) -> None:
         """Wipe the previous run's data (Kafka's jars stay); refuse if something of it still runs."""
-        root = self.settings.root
-        for pid_file in (root / "run").glob("*.pid") if (root / "run").exists() else []:
-            if self.stack.managed(pid_file.stem).pid() is not None:
-                raise SystemExit(f"a soak still runs under {root} ({pid_file}); stop it first")
-        for child in root.iterdir() if root.exists() else []:
-            if child == self.stack.kafka.home:
-                for sub in child.iterdir():
-                    if sub.name != "libs":
-                        shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
-            elif child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        wipe(self.stack)
 
     def env(self, **extra: str) -> dict[str, str]:
         return {

@@ -118,9 +118,9 @@ class Outcomes:
 class Universe:
     """Labels with Zipf-like popularity, each with a few (category, dom_id) pairs."""
 
-    def __init__(self, labels: int, rng: random.Random) -> None:
+    def __init__(self, labels: int, rng: random.Random, prefix: str = "") -> None:
         self.rng = rng
-        self.labels = [f"{WORDS[i % len(WORDS)]}_{i:04d}" for i in range(labels)]
+        self.labels = [f"{prefix}{WORDS[i % len(WORDS)]}_{i:04d}" for i in range(labels)]
         weights = [1.0 / (rank + 1) ** 1.1 for rank in range(labels)]
         self.cumulative = list(itertools.accumulate(weights))
         self.variants: dict[str, list[tuple[str, str]]] = {

@@ -7,6 +7,7 @@ rest alone; ``down`` stops what runs, services first, servers last.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from stack import clickhouse as clickhouse_server
 from stack import docker as docker_engine
 from stack import kafka as kafka_broker
 from stack.kafka import KafkaServer, ensure_topic
+from stack.ports import free_port
 from stack.processes import START_TIMEOUT_S, Managed, http_status
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -209,6 +211,42 @@ class Stack:
 
     def _read_token(self) -> str:
         return os.environ.get("TALLY_API_READ_TOKENS") or DEV_READ_TOKEN
+
+
+# -- a stack of its own, apart from the local one (the soak's, the system benchmark's) --------------------------
+
+
+def own_stack(root: Path, pair: StackSettings, *, topic: str, database: str) -> Stack:
+    """Servers and services under ``root`` on free loopback ports, of ``pair``'s versions and start timeout."""
+    return Stack(
+        StackSettings(
+            root=root,
+            kafka_version=pair.kafka_version,
+            clickhouse_version=pair.clickhouse_version,
+            kafka=KafkaSettings(bootstrap=f"127.0.0.1:{free_port(pair=True)}", topic=topic),
+            clickhouse=ClickHouseSettings(port=free_port(), database=database),
+            clickhouse_http_port=free_port(),
+            ingest_port=free_port(),
+            start_timeout_s=pair.start_timeout_s,
+        )
+    )
+
+
+def wipe(stack: Stack) -> None:
+    """Forget a stack of its own's data (Kafka's jars stay); refuse while a process of it still runs."""
+    root = stack.settings.root
+    for pid_file in (root / "run").glob("*.pid") if (root / "run").exists() else []:
+        if stack.managed(pid_file.stem).pid() is not None:
+            raise SystemExit(f"a process of the stack under {root} still runs ({pid_file}); stop it first")
+    for child in root.iterdir() if root.exists() else []:
+        if child == stack.kafka.home:
+            for sub in child.iterdir():
+                if sub.name != "libs":
+                    shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
+        elif child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 # -- starting the services, wherever a stack runs them (``tally up``, the tests, benchmarks, the soak) --------

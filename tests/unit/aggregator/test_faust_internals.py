@@ -82,6 +82,13 @@ METHODS = [
     ("Consumer._new_offset", faust_consumer.Consumer, False, ["self", "tp"]),
     ("Consumer._wait_next_records", faust_consumer.Consumer, True, ["self", "timeout"]),
     ("Consumer._to_message", faust_aiokafka.Consumer, False, ["self", "tp", "record"]),
+    ("Consumer._new_consumer_thread", faust_aiokafka.Consumer, False, ["self"]),
+    (
+        "AIOKafkaConsumerThread._create_worker_consumer",
+        faust_aiokafka.AIOKafkaConsumerThread,
+        False,
+        ["self", "transport"],
+    ),
     ("Consumer._add_gap", faust_consumer.Consumer, True, ["self", "tp", "offset_from", "offset_to"]),
     (
         "Table.send_changelog",
@@ -117,6 +124,28 @@ CONSUMER_STATE = [
 @pytest.mark.parametrize(("name", "kind"), CONSUMER_STATE, ids=[f"Consumer.{n}" for n, _ in CONSUMER_STATE])
 def test_each_consumer_attribute_is_there_with_its_kind(consumer: CountingConsumer, name: str, kind: type) -> None:
     assert isinstance(getattr(consumer, name, None), kind), f"Consumer.{name} is gone or no longer a {kind.__name__}"
+
+
+def test_the_worker_s_consumer_fetches_with_its_own_fetch_max_wait(
+    consumer: CountingConsumer, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Consumer._new_consumer_thread, AIOKafkaConsumerThread._create_worker_consumer, and aiokafka's
+    AIOKafkaConsumer._fetch_max_wait_ms, which its start() hands to the fetcher."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    thread = consumer._thread
+    assert isinstance(thread, faust_internals.HookedConsumerThread), "Consumer._new_consumer_thread: not ours"
+
+    async def build() -> Any:
+        return thread._create_worker_consumer(consumer.transport)
+
+    built = loop.run_until_complete(build())
+    loop.run_until_complete(built.stop())
+    assert built._fetch_max_wait_ms == CountingConsumer.fetch_max_wait_ms == 100
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(type(built).start), (
+        "AIOKafkaConsumer.start no longer hands _fetch_max_wait_ms to its fetcher"
+    )
+    assert "fetch_max_wait_ms" in parameters(Fetcher.__init__)
 
 
 def test_acked_holds_lists_and_the_acked_index_sets(consumer: CountingConsumer) -> None:
@@ -224,7 +253,7 @@ CLASS_MECHANICS = {"_abc_impl", "logger"}
 def test_the_worker_adds_no_name_faust_already_has() -> None:
     """The fence's methods and the app's attributes must not override a Faust name by accident."""
     faust_consumer_names = set(dir(faust_aiokafka.Consumer))
-    hooks = {"_drain_messages", "_new_offset", *CLASS_MECHANICS}
+    hooks = {"_drain_messages", "_new_offset", "_new_consumer_thread", *CLASS_MECHANICS}
     added = {n for n in vars(HookedConsumer) | vars(CountingConsumer) if not n.startswith("__")} - hooks
     assert added & faust_consumer_names == set()
     app_hooks = {"_new_transport", "consumer_class", *CLASS_MECHANICS}

@@ -53,3 +53,29 @@ def test_failed_write_is_retried_with_newer_values() -> None:
     rollup.mark({KEY: Tally(4, 11, 0)})
     assert asyncio.run(rollup.flush(force=True)) == 1
     assert writer.daily() == {WHERE: 4}
+
+
+def test_keep_flushing_writes_a_change_at_once_then_waits_out_the_interval() -> None:
+    writer = MemoryWriter()
+    rollup = Rollup(writer, UTC)
+
+    async def scenario() -> tuple[dict[object, int], int, dict[object, int]]:
+        flushing = asyncio.create_task(rollup.keep_flushing(interval_s=3600))
+        rollup.mark({KEY: Tally(3, 10, 0)})
+        for _ in range(500):  # the first change is written without waiting for an interval
+            if not rollup.pending:
+                break
+            await asyncio.sleep(0.01)
+        first = writer.daily()
+        rollup.mark({KEY: Tally(4, 11, 0)})
+        for _ in range(20):
+            await asyncio.sleep(0)
+        waiting = rollup.pending  # the next is held until an hour after the first write started
+        flushing.cancel()
+        await rollup.flush(force=True)
+        return first, waiting, writer.daily()
+
+    first, waiting, last = asyncio.run(scenario())
+    assert first == {WHERE: 3}
+    assert waiting == 1
+    assert last == {WHERE: 4}
