@@ -1,4 +1,10 @@
-"""Kafka messages into positioned LabelEvents; undecodable ones are dropped, counted and logged."""
+"""Kafka messages into positioned records of LabelEvents; undecodable ones are dropped, counted and logged.
+
+A record is either version of the wire format (schema.event.decode_record):
+a v1 record is one event without an idempotency key, a v2 record the events
+of one request that fall in this partition, with the request's key if it had
+one. Every event of a record sits at the record's offset.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,26 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Protocol, TypeVar
 
-from schema.event import LabelEvent, UndecodableEvent, decode
+from schema.event import LabelEvent, UndecodableEvent, decode_record
 
 log = logging.getLogger(__name__)
 
 
 class Positioned(NamedTuple):
-    """An event and where it sits in the topic: what exactly-once counting keys on."""
+    """An event and where its record sits in the topic."""
 
     partition: int
     offset: int
     event: LabelEvent
+
+
+class PositionedRecord(NamedTuple):
+    """A record's events and idempotency key, and where it sits in the topic: what exactly-once counting keys on."""
+
+    partition: int
+    offset: int
+    key: str | None
+    events: tuple[LabelEvent, ...]
 
 
 class Message(NamedTuple):
@@ -39,12 +54,19 @@ class Fetched(Protocol):
 M = TypeVar("M", bound=Fetched)
 
 
-def decode_messages(messages: Iterable[M], dropped: list[M] | None = None) -> Iterator[Positioned]:
+def decode_messages(messages: Iterable[M], dropped: list[M] | None = None) -> Iterator[PositionedRecord]:
     """Decode each message; put the undecodable ones (a record without a value too) in ``dropped`` (if given)."""
     for message in messages:
         try:
-            yield Positioned(message.partition, message.offset, decode(message.value or b""))
+            key, events = decode_record(message.value or b"")
         except UndecodableEvent as exc:
-            log.warning("dropped undecodable event at %d/%d: %s", message.partition, message.offset, exc)
+            log.warning("dropped undecodable record at %d/%d: %s", message.partition, message.offset, exc)
             if dropped is not None:
                 dropped.append(message)
+        else:
+            yield PositionedRecord(message.partition, message.offset, key, events)
+
+
+def events_of(records: Iterable[PositionedRecord]) -> int:
+    """How many events ``records`` hold."""
+    return sum(len(record.events) for record in records)
