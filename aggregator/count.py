@@ -116,7 +116,7 @@ def count_batch(
     counted = skipped = 0
     late: list[Positioned] = []
     sep = SEP  # schema.keys.counter_key, inlined: two keys per event
-    for partition, offset, _key, events in records:
+    for partition, offset, _key, events, _time in records:
         if len(events) == 1:  # a v1 record, or a request of one event: no sum to make
             event = events[0]
             daily, hourly, day = windows.of(event.ts_ms)

@@ -32,12 +32,16 @@ class PositionedRecord(NamedTuple):
     offset: int
     key: str | None
     events: tuple[LabelEvent, ...]
+    time_ms: int = -1
+    """The Kafka record's timestamp, else its latest event's time: what moves its partition's dedupe clock."""
 
 
 class Message(NamedTuple):
     partition: int
     offset: int
     value: bytes
+    timestamp: int = -1
+    """The Kafka record's timestamp (epoch ms), -1 if not known."""
 
 
 class Fetched(Protocol):
@@ -49,6 +53,8 @@ class Fetched(Protocol):
     def offset(self) -> int: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
 
 
 M = TypeVar("M", bound=Fetched)
@@ -64,7 +70,10 @@ def decode_messages(messages: Iterable[M], dropped: list[M] | None = None) -> It
             if dropped is not None:
                 dropped.append(message)
         else:
-            yield PositionedRecord(message.partition, message.offset, key, events)
+            stamped = message.timestamp
+            if stamped is None or stamped < 0:
+                stamped = max(event.ts_ms for event in events)
+            yield PositionedRecord(message.partition, message.offset, key, events, stamped)
 
 
 def events_of(records: Iterable[PositionedRecord]) -> int:

@@ -209,15 +209,15 @@ def test_a_records_events_of_closed_days_are_refused_and_the_rest_counted() -> N
 def test_v1_and_v2_records_decode_alike_and_v2_keeps_its_key() -> None:
     one = LabelEvent("a", "", "", DAY2)
     messages = [
-        Message(0, 0, encode(one)),
-        Message(0, 1, encode_record([one, one])),
-        Message(0, 2, encode_record([one], "req-1")),
+        Message(0, 0, encode(one), 7),
+        Message(0, 1, encode_record([one, one]), 8),
+        Message(0, 2, encode_record([one], "req-1")),  # no record time: its latest event's
     ]
     decoded = list(decode_messages(messages))
     assert decoded == [
-        PositionedRecord(0, 0, None, (one,)),
-        PositionedRecord(0, 1, None, (one, one)),
-        PositionedRecord(0, 2, "req-1", (one,)),
+        PositionedRecord(0, 0, None, (one,), 7),
+        PositionedRecord(0, 1, None, (one, one), 8),
+        PositionedRecord(0, 2, "req-1", (one,), DAY2),
     ]
     table = DictCountTable()
     assert count_batch(table, decoded, UTC_WINDOWS, OPEN).counted == 4
