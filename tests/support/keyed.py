@@ -48,7 +48,15 @@ class _Due:
 class KeyedLoad:
     """Keyed requests in the background; every one sent 1-3 times: some at once, some seconds later."""
 
-    def __init__(self, bootstrap: str, topic: str, seed: int, *, later_s: tuple[float, float] = (0.5, 8.0)) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        seed: int,
+        *,
+        later_s: tuple[float, float] = (0.5, 8.0),
+        publish: PublishSettings | None = None,
+    ) -> None:
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
             acks="all",
@@ -57,9 +65,9 @@ class KeyedLoad:
             request_timeout_ms=10_000,
             max_block_ms=10_000,
         )
-        # Generous waits, as tests.support.load's: what is measured is the worker, not ingest's limits.
+        # Generous waits unless told, as tests.support.load's: what is measured is the worker, not ingest's limits.
         patient = PublishSettings(delivery_timeout_ms=30_000, max_block_ms=10_000)
-        self.publisher = KafkaPublisher(bootstrap, topic, patient)
+        self.publisher = KafkaPublisher(bootstrap, topic, publish or patient)
         self.topic = topic
         self.rng = random.Random(seed)
         self.partitioner = RememberingPartitioner()

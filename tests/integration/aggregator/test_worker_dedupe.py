@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.publish import PublishSettings
 from schema.event import LabelEvent
 from stack.kafka import KafkaServer, ensure_topic
 from stack.ports import free_port
@@ -73,7 +74,8 @@ def test_keyed_requests_count_once_across_a_broker_restart(services: Services, t
     try:
         ensure_topic(kafka.bootstrap, services.topic, PARTITIONS)
         services.start_worker(TALLY_KAFKA_BOOTSTRAP=kafka.bootstrap)
-        load = KeyedLoad(kafka.bootstrap, services.topic, seed=22)
+        # Ingest's own waits: while the broker is away, sends get 503s and are sent again.
+        load = KeyedLoad(kafka.bootstrap, services.topic, seed=22, publish=PublishSettings())
         with load.running():
             time.sleep(4)
             kafka.process.stop(timeout_s=60)
@@ -81,6 +83,7 @@ def test_keyed_requests_count_once_across_a_broker_restart(services: Services, t
             kafka.start()
             time.sleep(6)
         assert load.failed_sends > 0  # the broker was away: sends failed and were sent again
+        assert load.repeats() > 100
         assert_exact(services, load.truth(), timeout_s=150)
     finally:
         kafka.process.stop(timeout_s=60)
