@@ -96,7 +96,7 @@ def create_app(
     cors: dict[str, Any] = {
         "allow_origins": settings.cors_origins,
         "allow_methods": ["GET", "POST"],
-        "allow_headers": ["Content-Type", "Content-Encoding", "Authorization"],
+        "allow_headers": ["Content-Type", "Content-Encoding", "Authorization", "Idempotency-Key"],
         "expose_headers": [
             "X-Tally-Dropped",
             "X-Tally-Error",
@@ -118,7 +118,11 @@ def create_app(
                 if "track" in settings.routes
                 else []
             ),
-            *(ReadApi(settings.query, settings.day_tz).routes() if "query" in settings.routes else []),
+            *(
+                ReadApi(settings.query, settings.day_tz, beacons="track" in settings.routes).routes()
+                if "query" in settings.routes
+                else []
+            ),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),

@@ -21,19 +21,19 @@ from kafka.structs import TopicPartition
 
 from ingest.kafka_internals import Accumulator, Record, batch_error
 from ingest.partition import RememberingPartitioner
-from schema.event import LabelEvent, encode_key, value_head, value_of
+from schema.event import LabelEvent, encode_key, record_of, row_head, row_of
 
 MAX_REMEMBERED_COUNTERS: Final = 100_000
-"""Counters whose Kafka key and partition are remembered (then forgotten all at once)."""
+"""Counters whose partition and row head are remembered (then forgotten all at once)."""
 
 
 class Route(NamedTuple):
-    """Where the events of one counter go, and what their records start with."""
+    """Where the events of one counter go, and what their rows in a v2 record start with."""
 
-    key: bytes
     partition: TopicPartition
-    value_head: bytes
-    """schema.event.value_head: each event's value is this and its time."""
+    """The partition kafka-python's default partitioner gives the counter as a key (ingest.partition)."""
+    row_head: bytes
+    """schema.event.row_head: each event's row is this and its time."""
 
 
 class Acks:
@@ -135,20 +135,23 @@ def _wake(loop: asyncio.AbstractEventLoop, settle: Any, waiters: list[Acks], exc
 class BatchAppender:
     """Appends a request's records straight into kafka-python's open record batches; one wait per batch.
 
-    What ``KafkaProducer.send()`` does per record, less what ingest does not
-    need: checks of headers and serializers, the partitioner call, the size
-    estimate, and a future per record, which the producer's I/O thread
-    resolves one by one. Here each counter's key and partition are
-    remembered, each record is appended under the partition's lock into the
-    batch kafka-python is filling (a new batch is started by kafka-python's
-    own ``append``), and a request waits for the batches its records went
-    into: one callback per batch settles every request waiting on it, with
-    one wake-up of the event loop. The batch's ack is the same acks=all ack
+    A request becomes one v2 record per partition its counters fall in
+    (the partition :meth:`~ingest.partition.RememberingPartitioner.choose`
+    gives each counter, and the start of its rows, remembered per counter;
+    the record built as :func:`schema.event.encode_record` builds it). What ``KafkaProducer.send()`` does
+    per record, less what ingest does not need: checks of headers and
+    serializers, the partitioner call, the size estimate, and a future per
+    record, which the producer's I/O thread resolves one by one. Here each
+    record is appended under its partition's lock into the batch
+    kafka-python is filling (a new batch is started by kafka-python's own
+    ``append``), and a request waits for the batches its records went into:
+    one callback per batch settles every request waiting on it, with one
+    wake-up of the event loop. The batch's ack is the same acks=all ack
     (``acks.done`` fails if Kafka refused any record of the batch).
 
     The accumulator's internals are reached through :mod:`ingest.kafka_internals`.
     A batch kafka-python splits (a broker's MESSAGE_TOO_LARGE, impossible
-    with records of a few hundred bytes) never acks its first future: the
+    with records of a request's size) never acks its first future: the
     requests waiting on it time out into a 503, never a false 2xx.
     """
 
@@ -165,58 +168,59 @@ class BatchAppender:
         """The topic's partitions, if the producer knows them."""
         return self._accumulator.partitions(self._topic)
 
-    def append(self, events: Sequence[LabelEvent], acks: Acks, partitions: Collection[int]) -> None:
+    def append(self, events: Sequence[LabelEvent], key: str | None, acks: Acks, partitions: Collection[int]) -> None:
+        """The request's records, one per partition, each keyed by the request's idempotency key (or none)."""
         if len(partitions) != self._partition_count:
             self._routes.clear()
             self._partition_count = len(partitions)
         routes = self._routes
-        by_partition: dict[TopicPartition, list[Record]] = {}
+        rows: dict[TopicPartition, list[bytes]] = {}
+        latest: dict[TopicPartition, int] = {}
         for event in events:
             label, category, dom_id, ts_ms = event
             route = routes.get((label, category, dom_id)) or self._route(event, partitions)  # (a call only when new)
-            records = by_partition.get(route.partition)
-            if records is None:
-                records = by_partition[route.partition] = []
-            records.append((ts_ms, route.key, value_of(route.value_head, ts_ms)))
+            tp = route.partition
+            same = rows.get(tp)
+            if same is None:
+                rows[tp] = [row_of(route.row_head, ts_ms)]
+                latest[tp] = ts_ms
+            else:
+                same.append(row_of(route.row_head, ts_ms))
+                if ts_ms > latest[tp]:
+                    latest[tp] = ts_ms
+        kafka_key = key.encode() if key else None
         accumulator = self._accumulator
         accumulator.begin_appends()
         try:
             now = time.monotonic()
-            for tp, records in by_partition.items():
-                self._append_to(tp, records, acks, now)
+            for tp, same in rows.items():
+                # The record's timestamp is its latest event's: see record_time.
+                self._append_to(tp, (latest[tp], kafka_key, record_of(same, key)), acks, now)
         finally:
             accumulator.end_appends()
 
-    def _append_to(self, tp: TopicPartition, records: list[Record], acks: Acks, now: float) -> None:
-        """One partition's records, in order, under its lock: into its open batch, then new ones as they fill."""
-        accumulator = self._accumulator
-        start = 0
-        while start < len(records):
-            with accumulator.lock(tp):
-                batch = accumulator.open_batch(tp)
-                if batch is not None:
-                    written = accumulator.fill(batch, records, start, now)
-                    if written > start:
-                        self._watch(tp, accumulator.batch_future(batch), acks)
-                        start = written
-                        continue
-            ts_ms, key, value = records[start]
-            self._append_to_new_batch(tp, ts_ms, key, value, acks)
-            start += 1
-
     def _route(self, event: LabelEvent, partitions: Collection[int]) -> Route:
-        """The counter's route, remembered: its key, and the partition kafka-python's default would choose."""
+        """The counter's route, remembered: the partition of its events, and the start of their rows."""
         counter = (event.label, event.category, event.dom_id)
         route = self._routes.get(counter)
         if route is None:
             if len(self._routes) >= MAX_REMEMBERED_COUNTERS:
                 self._routes.clear()
-            key = encode_key(event)
-            partition = self._partitioner.choose(key, partitions)
-            route = self._routes[counter] = Route(key, TopicPartition(self._topic, partition), value_head(*counter))
+            partition = self._partitioner.choose(encode_key(event), partitions)
+            route = self._routes[counter] = Route(TopicPartition(self._topic, partition), row_head(*counter))
         return route
 
-    def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes, value: bytes, acks: Acks) -> None:
+    def _append_to(self, tp: TopicPartition, record: Record, acks: Acks, now: float) -> None:
+        """One record, under its partition's lock, into the open batch; into a new one if it is full (or none is)."""
+        accumulator = self._accumulator
+        with accumulator.lock(tp):
+            batch = accumulator.open_batch(tp)
+            if batch is not None and accumulator.fill(batch, (record,), 0, now):
+                self._watch(tp, accumulator.batch_future(batch), acks)
+                return
+        self._append_to_new_batch(tp, *record, acks)
+
+    def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes | None, value: bytes, acks: Acks) -> None:
         """kafka-python's own append starts the batch; then wait on it like on any other."""
         accumulator = self._accumulator
         future, batch_future = accumulator.start_batch(tp, ts_ms, key, value)
@@ -251,3 +255,13 @@ def batch_settled(waiters: list[Acks], result: object) -> None:
         loops.setdefault(acks._loop, []).append(acks)
     for loop, group in loops.items():
         _wake(loop, _settle, group, exc)
+
+
+def record_time(events: Sequence[LabelEvent]) -> int:
+    """A record's Kafka timestamp: the latest time of its events.
+
+    Replay finds a day's records from the first offset stamped at or after
+    its midnight (:mod:`aggregator.replay`): every event of a record is then
+    no later than the record's stamp, so no event of the day sits before it.
+    """
+    return max(event.ts_ms for event in events) if len(events) > 1 else events[0].ts_ms
