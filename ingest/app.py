@@ -96,7 +96,7 @@ def create_app(
     cors: dict[str, Any] = {
         "allow_origins": settings.cors_origins,
         "allow_methods": ["GET", "POST"],
-        "allow_headers": ["Content-Type", "Authorization"],
+        "allow_headers": ["Content-Type", "Authorization", "Idempotency-Key"],
         "expose_headers": [
             "X-Tally-Dropped",
             "X-Tally-Error",

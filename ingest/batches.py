@@ -14,26 +14,14 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Collection, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.structs import TopicPartition
 
 from ingest.kafka_internals import Accumulator, Record, batch_error
 from ingest.partition import RememberingPartitioner
-from schema.event import LabelEvent, encode_key, value_head, value_of
-
-MAX_REMEMBERED_COUNTERS: Final = 100_000
-"""Counters whose Kafka key and partition are remembered (then forgotten all at once)."""
-
-
-class Route(NamedTuple):
-    """Where the events of one counter go, and what their records start with."""
-
-    key: bytes
-    partition: TopicPartition
-    value_head: bytes
-    """schema.event.value_head: each event's value is this and its time."""
+from schema.event import LabelEvent, encode_record
 
 
 class Acks:
@@ -135,20 +123,22 @@ def _wake(loop: asyncio.AbstractEventLoop, settle: Any, waiters: list[Acks], exc
 class BatchAppender:
     """Appends a request's records straight into kafka-python's open record batches; one wait per batch.
 
-    What ``KafkaProducer.send()`` does per record, less what ingest does not
-    need: checks of headers and serializers, the partitioner call, the size
-    estimate, and a future per record, which the producer's I/O thread
-    resolves one by one. Here each counter's key and partition are
-    remembered, each record is appended under the partition's lock into the
-    batch kafka-python is filling (a new batch is started by kafka-python's
-    own ``append``), and a request waits for the batches its records went
-    into: one callback per batch settles every request waiting on it, with
-    one wake-up of the event loop. The batch's ack is the same acks=all ack
+    A request becomes one v2 record per partition its counters fall in
+    (:meth:`~ingest.partition.RememberingPartitioner.group`,
+    :func:`schema.event.encode_record`). What ``KafkaProducer.send()`` does
+    per record, less what ingest does not need: checks of headers and
+    serializers, the partitioner call, the size estimate, and a future per
+    record, which the producer's I/O thread resolves one by one. Here each
+    record is appended under its partition's lock into the batch
+    kafka-python is filling (a new batch is started by kafka-python's own
+    ``append``), and a request waits for the batches its records went into:
+    one callback per batch settles every request waiting on it, with one
+    wake-up of the event loop. The batch's ack is the same acks=all ack
     (``acks.done`` fails if Kafka refused any record of the batch).
 
     The accumulator's internals are reached through :mod:`ingest.kafka_internals`.
     A batch kafka-python splits (a broker's MESSAGE_TOO_LARGE, impossible
-    with records of a few hundred bytes) never acks its first future: the
+    with records of a request's size) never acks its first future: the
     requests waiting on it time out into a 503, never a false 2xx.
     """
 
@@ -156,8 +146,7 @@ class BatchAppender:
         self._accumulator = Accumulator(producer)
         self._partitioner = partitioner
         self._topic = topic
-        self._routes: dict[tuple[str, str, str], Route] = {}
-        self._partition_count = 0
+        self._tps: dict[int, TopicPartition] = {}
         # Per partition: the batch being filled (its produce future) and who waits on it.
         self._watched: dict[TopicPartition, tuple[Any, list[Acks]]] = {}
 
@@ -165,58 +154,36 @@ class BatchAppender:
         """The topic's partitions, if the producer knows them."""
         return self._accumulator.partitions(self._topic)
 
-    def append(self, events: Sequence[LabelEvent], acks: Acks, partitions: Collection[int]) -> None:
-        if len(partitions) != self._partition_count:
-            self._routes.clear()
-            self._partition_count = len(partitions)
-        routes = self._routes
-        by_partition: dict[TopicPartition, list[Record]] = {}
-        for event in events:
-            label, category, dom_id, ts_ms = event
-            route = routes.get((label, category, dom_id)) or self._route(event, partitions)  # (a call only when new)
-            records = by_partition.get(route.partition)
-            if records is None:
-                records = by_partition[route.partition] = []
-            records.append((ts_ms, route.key, value_of(route.value_head, ts_ms)))
+    def append(self, events: Sequence[LabelEvent], key: str | None, acks: Acks, partitions: Collection[int]) -> None:
+        """The request's records, one per partition, each keyed by the request's idempotency key (or none)."""
+        kafka_key = key.encode() if key else None
+        tps = self._tps
+        records: list[tuple[TopicPartition, Record]] = []
+        for partition, group in self._partitioner.group(events, partitions).items():
+            tp = tps.get(partition)
+            if tp is None:
+                tp = tps[partition] = TopicPartition(self._topic, partition)
+            records.append((tp, (record_time(group), kafka_key, encode_record(group, key))))
         accumulator = self._accumulator
         accumulator.begin_appends()
         try:
             now = time.monotonic()
-            for tp, records in by_partition.items():
-                self._append_to(tp, records, acks, now)
+            for tp, record in records:
+                self._append_to(tp, record, acks, now)
         finally:
             accumulator.end_appends()
 
-    def _append_to(self, tp: TopicPartition, records: list[Record], acks: Acks, now: float) -> None:
-        """One partition's records, in order, under its lock: into its open batch, then new ones as they fill."""
+    def _append_to(self, tp: TopicPartition, record: Record, acks: Acks, now: float) -> None:
+        """One record, under its partition's lock, into the open batch; into a new one if it is full (or none is)."""
         accumulator = self._accumulator
-        start = 0
-        while start < len(records):
-            with accumulator.lock(tp):
-                batch = accumulator.open_batch(tp)
-                if batch is not None:
-                    written = accumulator.fill(batch, records, start, now)
-                    if written > start:
-                        self._watch(tp, accumulator.batch_future(batch), acks)
-                        start = written
-                        continue
-            ts_ms, key, value = records[start]
-            self._append_to_new_batch(tp, ts_ms, key, value, acks)
-            start += 1
+        with accumulator.lock(tp):
+            batch = accumulator.open_batch(tp)
+            if batch is not None and accumulator.fill(batch, (record,), 0, now):
+                self._watch(tp, accumulator.batch_future(batch), acks)
+                return
+        self._append_to_new_batch(tp, *record, acks)
 
-    def _route(self, event: LabelEvent, partitions: Collection[int]) -> Route:
-        """The counter's route, remembered: its key, and the partition kafka-python's default would choose."""
-        counter = (event.label, event.category, event.dom_id)
-        route = self._routes.get(counter)
-        if route is None:
-            if len(self._routes) >= MAX_REMEMBERED_COUNTERS:
-                self._routes.clear()
-            key = encode_key(event)
-            partition = self._partitioner.choose(key, partitions)
-            route = self._routes[counter] = Route(key, TopicPartition(self._topic, partition), value_head(*counter))
-        return route
-
-    def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes, value: bytes, acks: Acks) -> None:
+    def _append_to_new_batch(self, tp: TopicPartition, ts_ms: int, key: bytes | None, value: bytes, acks: Acks) -> None:
         """kafka-python's own append starts the batch; then wait on it like on any other."""
         accumulator = self._accumulator
         future, batch_future = accumulator.start_batch(tp, ts_ms, key, value)
@@ -251,3 +218,13 @@ def batch_settled(waiters: list[Acks], result: object) -> None:
         loops.setdefault(acks._loop, []).append(acks)
     for loop, group in loops.items():
         _wake(loop, _settle, group, exc)
+
+
+def record_time(events: Sequence[LabelEvent]) -> int:
+    """A record's Kafka timestamp: the latest time of its events.
+
+    Replay finds a day's records from the first offset stamped at or after
+    its midnight (:mod:`aggregator.replay`): every event of a record is then
+    no later than the record's stamp, so no event of the day sits before it.
+    """
+    return max(event.ts_ms for event in events) if len(events) > 1 else events[0].ts_ms

@@ -50,8 +50,8 @@ HOOKED: Final[Mapping[str, str]] = {
 
 log = logging.getLogger(__name__)
 
-Record = tuple[int, bytes, bytes]
-"""A record to write: its timestamp (ms), key, value."""
+Record = tuple[int, bytes | None, bytes]
+"""A record to write: its timestamp (ms), key (None: no key), value."""
 
 NO_HEADERS: Final = ()
 """A record's headers: none (a tuple, so that kafka-python makes no empty list per record)."""
@@ -133,7 +133,7 @@ class Accumulator:
         """The batch's own future: acked (or failed) once for all its records."""
         return batch.produce_future
 
-    def start_batch(self, tp: TopicPartition, ts_ms: int, key: bytes, value: bytes) -> tuple[Any, Any]:
+    def start_batch(self, tp: TopicPartition, ts_ms: int, key: bytes | None, value: bytes) -> tuple[Any, Any]:
         """A new batch with its first record, by kafka-python's own append: (the record's future, its batch's)."""
         future = self._accumulator.append(tp, ts_ms, key, value, [])[0]
         self._sender.wakeup()

@@ -1,5 +1,12 @@
 """Label events onto the Kafka topic, answered only once Kafka has them.
 
+A request's events become one record per partition their counters fall in
+(wire format v2, :func:`schema.event.encode_record`), sent to that
+partition, the request's idempotency key as its Kafka key (or none), its
+timestamp the latest of its events' times (:func:`ingest.batches.record_time`).
+A repeat of a keyed request becomes the same records, which the worker
+counts once (docs/exactness.md).
+
 kafka-python's ``send()`` waits for one thing only: the topic's metadata
 (version 3 has no buffer pool to wait for). Once the producer knows the
 topic's partitions, :meth:`KafkaPublisher.publish` sends on the event loop
@@ -41,11 +48,11 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from starlette.concurrency import run_in_threadpool
 
-from ingest.batches import Acks, BatchAppender, Deadlines
+from ingest.batches import Acks, BatchAppender, Deadlines, record_time
 from ingest.errors import BrokerUnavailable
 from ingest.kafka_internals import check_version, recover_after_reset
 from ingest.partition import RememberingPartitioner
-from schema.event import LabelEvent, encode, encode_key
+from schema.event import LabelEvent, encode_record
 from schema.settings import KafkaSettings
 
 BATCH_BYTES: Final = 65_536
@@ -60,14 +67,17 @@ one produce request (``max_request_size``, 1 MiB).
 
 
 class Publisher(Protocol):
-    async def publish(self, events: Sequence[LabelEvent]) -> None:
-        """Return once every event is acknowledged; raise BrokerUnavailable otherwise."""
+    async def publish(self, events: Sequence[LabelEvent], key: str | None = None) -> None:
+        """Return once every event is acknowledged; raise BrokerUnavailable otherwise.
+
+        ``key`` is the request's idempotency key (checked by the caller), or None.
+        """
 
     def close(self) -> None: ...
 
 
 class BlockingPublisher(Protocol):
-    def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
+    def publish_blocking(self, events: Sequence[LabelEvent], key: str | None = None) -> None:
         """The same promise as ``publish``, for threads that may block: backend code."""
 
     def close(self) -> None: ...
@@ -160,7 +170,7 @@ class KafkaPublisher:
         self._deadlines: Deadlines | None = None
         self.outage = Outage(settings.probe_every_ms / 1000)
         check_version()
-        partitioner = RememberingPartitioner()
+        partitioner = self._partitioner = RememberingPartitioner()
         request_timeout = max(settings.delivery_timeout_ms - settings.linger_ms - 100, 500)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
@@ -185,7 +195,7 @@ class KafkaPublisher:
     def from_settings(cls, kafka: KafkaSettings, settings: PublishSettings) -> KafkaPublisher:
         return cls(kafka.bootstrap, kafka.topic, settings)
 
-    async def publish(self, events: Sequence[LabelEvent]) -> None:
+    async def publish(self, events: Sequence[LabelEvent], key: str | None = None) -> None:
         count = len(events)
         if not count:
             return
@@ -201,9 +211,9 @@ class KafkaPublisher:
             waits_on_its_own = not self._deadlines_on(loop).add(acks)
             partitions = self._batches.partitions()
             if partitions is not None:
-                self._batches.append(events, acks, partitions)  # cannot block: see the module's docstring
+                self._batches.append(events, key, acks, partitions)  # cannot block: see the module's docstring
             else:
-                await run_in_threadpool(self._send, events, acks)
+                await run_in_threadpool(self._send, events, key, acks)
             if waits_on_its_own:
                 async with asyncio.timeout(self._wait_s):
                     await acks.done
@@ -223,14 +233,14 @@ class KafkaPublisher:
             self._deadlines = Deadlines(loop, self._wait_s)
         return self._deadlines
 
-    def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
+    def publish_blocking(self, events: Sequence[LabelEvent], key: str | None = None) -> None:
         if not self.outage.admits():
             raise self.outage.refusal(self.settings.retry_after_s)
         deadline = time.monotonic() + self._wait_s
         sent: list[Any] = []
         try:
-            for event in events:
-                sent.append(self._send_one(event))
+            for record in self._records(events, key):
+                sent.append(self._send_one(*record))
             for future in sent:
                 future.get(timeout=max(deadline - time.monotonic(), 0))
         except Exception as exc:
@@ -244,22 +254,36 @@ class KafkaPublisher:
             self.outage.failed()
         return BrokerUnavailable(_reason(exc), self.settings.retry_after_s, _cause(exc), handed_over)
 
-    def _send(self, events: Sequence[LabelEvent], acks: Acks) -> None:
+    def _send(self, events: Sequence[LabelEvent], key: str | None, acks: Acks) -> None:
         """kafka-python's public way, a future per record: while the topic is unknown.
 
-        The first send waits for the topic's metadata; if it gives up, nothing was handed over.
+        Finding the partitions waits for the topic's metadata; if it gives up, nothing was handed over.
         """
-        first = self._send_one(events[0])
-        acks.expect(len(events))
+        records = self._records(events, key)
+        first = self._send_one(*records[0])
+        acks.expect(len(records))
         first.add_both(acks.record_settled)
-        for event in events[1:]:
-            self._send_one(event).add_both(acks.record_settled)
+        for record in records[1:]:
+            self._send_one(*record).add_both(acks.record_settled)
 
-    def _send_one(self, event: LabelEvent) -> Any:
-        """kafka-python's future of one record; may block up to ``max_block_ms`` while the topic is unknown."""
-        # The record's timestamp is the event's time, so a replay can find a day's
-        # events by timestamp (schema.event; aggregator.replay).
-        return self._producer.send(self.topic, value=encode(event), key=encode_key(event), timestamp_ms=event.ts_ms)
+    def _records(
+        self, events: Sequence[LabelEvent], key: str | None
+    ) -> list[tuple[int, Sequence[LabelEvent], str | None]]:
+        """The request's records: (partition, its events, the key); waits up to ``max_block_ms`` for the partitions."""
+        partitions = self._producer.partitions_for(self.topic)
+        if not partitions:
+            raise KafkaTimeoutError(f"the partitions of {self.topic} are not known")
+        return [(partition, group, key) for partition, group in self._partitioner.group(events, partitions).items()]
+
+    def _send_one(self, partition: int, events: Sequence[LabelEvent], key: str | None) -> Any:
+        """kafka-python's future of one record, sent to the partition of its events' counters."""
+        return self._producer.send(
+            self.topic,
+            value=encode_record(events, key),
+            key=key.encode() if key else None,
+            partition=partition,
+            timestamp_ms=record_time(events),
+        )
 
     def ready(self) -> bool:
         """Whether the producer knows where the topic's partitions are."""

@@ -7,6 +7,8 @@
                               (one event, an array of events, or ``{"events": [...]}``): 202
 
 Each answers only once Kafka has acked every published event (or 503).
+Any of them may name the request with an idempotency key (:func:`idempotency_key`):
+every send of one keyed request counts once (docs/exactness.md).
 
 The handlers are plain ASGI, and are served two ways with one behaviour.
 :class:`Beacons`, the app's first middleware, answers ``GET`` and ``POST``
@@ -38,6 +40,7 @@ from ingest.outcome import Outcome
 from ingest.pipeline import Pipeline
 from ingest.publish import Publisher
 from ingest.validate import REMEMBERED_LABELS, REMEMBERED_LABELS_LEN
+from schema.event import InvalidField, check_idempotency_key
 
 Handler = Callable[[Scope, Receive], Awaitable[Answer]]
 
@@ -53,6 +56,8 @@ async def track_pixel(scope: Scope, receive: Receive) -> Answer:
 async def track_post(scope: Scope, receive: Receive) -> Answer:
     state = scope["state"]
     pipeline: Pipeline = state["pipeline"]
+    query_string: bytes = scope.get("query_string", b"")
+    key = idempotency_key(scope, _key_in(query_string) if query_string else None)
     json_declared = _is_json(header(scope, b"content-type"))
     body = await read_body(scope, receive, pipeline.limits.max_body_bytes)
     try:
@@ -60,7 +65,7 @@ async def track_post(scope: Scope, receive: Receive) -> Answer:
     except InvalidBeacon as refused:  # a JSON body whose every event was bad: each one a drop
         _metrics(state).dropped(refused.dropped)
         raise
-    await _publish(state, outcome)
+    await _publish(state, outcome, key)
     return answer.accepted(outcome)
 
 
@@ -158,41 +163,94 @@ async def _query(scope: Scope) -> Outcome:
     state = scope["state"]
     pipeline: Pipeline = state["pipeline"]
     query_string: bytes = scope.get("query_string", b"")
-    outcome = pipeline.query(_labels(query_string), len(query_string), header(scope, b"user-agent"))
-    await _publish(state, outcome)
+    labels, key_in_query = _query_fields(query_string)
+    key = idempotency_key(scope, key_in_query)
+    outcome = pipeline.query(labels, len(query_string), header(scope, b"user-agent"))
+    await _publish(state, outcome, key)
     return outcome
 
 
-def _labels(query_string: bytes) -> str | None:
-    """The query string's ``labels=``; given twice, the request is refused (no value silently wins)."""
+NO_FIELDS: Final = (None, None)
+
+
+def _query_fields(query_string: bytes) -> tuple[str | None, str | None]:
+    """The query string's ``labels`` and ``idempotency_key``; either given twice, the request is refused."""
     if not query_string:
-        return None
+        return NO_FIELDS
     if len(query_string) <= REMEMBERED_LABELS_LEN:  # a page sends the same query with every view
-        return _remembered_labels(query_string)
-    return _labels_in(query_string)
+        return _remembered_fields(query_string)
+    return _fields_in(query_string)
 
 
-def _labels_in(query_string: bytes) -> str | None:
-    found = None
+def _fields_in(query_string: bytes) -> tuple[str | None, str | None]:
+    labels = key = None
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name == "labels":
-            if found is not None:
+            if labels is not None:
                 raise InvalidBeacon("labels", "given once: join the labels with |")
-            found = value
-    return found
+            labels = value
+        elif name == KEY_PARAMETER:
+            if key is not None:
+                raise InvalidBeacon(KEY_PARAMETER, "given once")
+            key = value
+    return labels, key
 
 
-_remembered_labels: Final = functools.lru_cache(maxsize=REMEMBERED_LABELS)(_labels_in)
+_remembered_fields: Final = functools.lru_cache(maxsize=REMEMBERED_LABELS)(_fields_in)
 
 
-async def _publish(state: Mapping[str, Any], outcome: Outcome) -> None:
-    """Publish the outcome's events; count them, and its drops, once the answer is a 2xx."""
+def _key_in(query_string: bytes) -> str | None:
+    """A POST's ``idempotency_key`` (its other parameters are not read)."""
+    key = None
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name == KEY_PARAMETER:
+            if key is not None:
+                raise InvalidBeacon(KEY_PARAMETER, "given once")
+            key = value
+    return key
+
+
+KEY_HEADER: Final = "Idempotency-Key"
+"""The header that names a request (the IETF httpapi draft's name)."""
+KEY_PARAMETER: Final = "idempotency_key"
+"""The query parameter that names a request where no header can be set (sendBeacon, the pixel, a link)."""
+_KEY_HEADER_NAME: Final = KEY_HEADER.lower().encode("latin-1")
+
+
+def idempotency_key(scope: Scope, in_query: str | None) -> str | None:
+    """The request's idempotency key, checked (schema.event.check_idempotency_key), or None.
+
+    The ``Idempotency-Key`` header, or ``in_query`` (the ``idempotency_key``
+    parameter); each given once, and the same key when both are.
+    """
+    in_header = None
+    for name, value in scope["headers"]:
+        if name == _KEY_HEADER_NAME:
+            if in_header is not None:
+                raise InvalidBeacon(KEY_HEADER, "given once")
+            in_header = value.decode("latin-1")
+    if in_header is None and in_query is None:
+        return None
+    try:
+        if in_header is not None:
+            check_idempotency_key(in_header, KEY_HEADER)
+        if in_query is not None:
+            check_idempotency_key(in_query, KEY_PARAMETER)
+    except InvalidField as exc:
+        raise InvalidBeacon(exc.field, exc.rule) from exc
+    if in_header is not None and in_query is not None and in_header != in_query:
+        raise InvalidBeacon(f"{KEY_HEADER}, {KEY_PARAMETER}", "the same key in both, or only one of them")
+    return in_header if in_header is not None else in_query
+
+
+async def _publish(state: Mapping[str, Any], outcome: Outcome, key: str | None) -> None:
+    """Publish the outcome's events under ``key``; count them, and its drops, once the answer is a 2xx."""
     metrics = _metrics(state)
     if outcome.events:
         publisher: Publisher = state["publisher"]
         started = time.perf_counter()
         try:
-            await publisher.publish(outcome.events)
+            await publisher.publish(outcome.events, key)
         except BrokerUnavailable as unavailable:
             metrics.publish_failed(unavailable.cause)
             raise

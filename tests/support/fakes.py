@@ -21,17 +21,18 @@ DEFAULTS = IngestSettings(query=QuerySettings(read_tokens=(READ_TOKEN,)))
 class FakePublisher:
     def __init__(self) -> None:
         self.published: list[LabelEvent] = []
+        self.keys: list[str | None] = []
+        """The idempotency key of each publish, in order."""
         self.down = False
 
-    async def publish(self, events: Sequence[LabelEvent]) -> None:
-        if self.down:
-            raise BrokerUnavailable("Kafka did not acknowledge in time", retry_after_s=7)
-        self.published.extend(events)
+    async def publish(self, events: Sequence[LabelEvent], key: str | None = None) -> None:
+        self.publish_blocking(events, key)
 
-    def publish_blocking(self, events: Sequence[LabelEvent]) -> None:
+    def publish_blocking(self, events: Sequence[LabelEvent], key: str | None = None) -> None:
         if self.down:
             raise BrokerUnavailable("Kafka did not acknowledge in time", retry_after_s=7)
         self.published.extend(events)
+        self.keys.append(key)
 
     def fields(self) -> list[tuple[str, str, str]]:
         return [(e.label, e.category, e.dom_id) for e in self.published]

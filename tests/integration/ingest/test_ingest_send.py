@@ -1,7 +1,8 @@
 """Every way a browser sends, on the real broker: what is on the topic is what the answers said.
 
-Each test has its own topic. The events are read back from Kafka with
-their keys: one counter (``label:category:dom_id``) per key.
+Each test has its own topic. The events are read back from Kafka as the
+worker reads them (``decode_record``), each counter's in its one partition
+(:func:`tests.support.kafka.on_topic` checks that).
 """
 
 import json
@@ -19,7 +20,7 @@ from schema.settings import KafkaSettings
 from stack.ports import free_port
 from stack.stack import Stack
 from tests.support.browser import BROWSER
-from tests.support.kafka import messages, on_topic
+from tests.support.kafka import messages, on_topic, records
 
 pytestmark = pytest.mark.kafka
 
@@ -33,7 +34,9 @@ def client(stack: Stack, topic: str) -> Iterator[TestClient]:
         yield client
 
 
-def test_every_way_to_send_lands_on_the_topic_keyed_by_counter(client: TestClient, stack: Stack, topic: str) -> None:
+def test_every_way_to_send_lands_on_the_topic_in_its_counters_partition(
+    client: TestClient, stack: Stack, topic: str
+) -> None:
     batch = {"events": [{"label": "signup", "category": "forms", "dom_id": "btn1"}, {"label": "bad label"}]}
     answers = [
         client.get("/track/", params={"labels": "signup:forms:btn1|home"}),
@@ -45,9 +48,79 @@ def test_every_way_to_send_lands_on_the_topic_keyed_by_counter(client: TestClien
     assert [r.status_code for r in answers] == [202, 200, 202, 202, 202]
     assert answers[4].headers["x-tally-dropped"] == "1"
 
-    assert on_topic(stack, topic) == Counter(
-        {(b"signup:forms:btn1", "signup", "forms", "btn1"): 3, (b"home::", "home", "", ""): 3}
-    )
+    assert on_topic(stack, topic) == Counter({("signup", "forms", "btn1"): 3, ("home", "", ""): 3})
+    assert all(key is None and record.key is None for _, key, record in records(stack, topic))
+
+
+KEY = "0b7e9f1c-5d0a-4c3e-9a57-2f6a1d8e4b21"
+
+
+def test_every_way_to_send_carries_its_idempotency_key_and_a_repeat_the_same_records(
+    client: TestClient, stack: Stack, topic: str
+) -> None:
+    labels = "|".join(f"l{n}:c:d{n}" for n in range(12))
+    batch = {"events": [{"label": f"l{n}", "category": "c", "dom_id": f"d{n}"} for n in range(12)]}
+    ways = {
+        "get": lambda key: client.get("/track/", params={"labels": labels}, headers={"idempotency-key": key}),
+        "pixel": lambda key: client.get("/track.gif", params={"labels": labels, "idempotency_key": key}),
+        "beacon": lambda key: client.post(
+            "/track/", params={"idempotency_key": key}, content=labels, headers={"content-type": "text/plain"}
+        ),
+        "batch": lambda key: client.post("/track/", json=batch, headers={"idempotency-key": key}),
+        "both": lambda key: client.post(
+            "/track/", params={"idempotency_key": key}, json=batch, headers={"idempotency-key": key}
+        ),
+    }
+    for way, send in ways.items():
+        first, repeat = send(f"{way}-{KEY}"), send(f"{way}-{KEY}")
+        assert (first.status_code, first.content) == (repeat.status_code, repeat.content), way
+        assert first.status_code in (200, 202), (way, first.text)
+
+    by_key: dict[str, list[tuple[int, frozenset[tuple[str, str, str]]]]] = {}
+    for partition, kafka_key, record in records(stack, topic):
+        assert record.key is not None and kafka_key == record.key.encode()
+        counters = frozenset((e.label, e.category, e.dom_id) for e in record.events)
+        by_key.setdefault(record.key, []).append((partition, counters))
+    assert set(by_key) == {f"{way}-{KEY}" for way in ways}
+    twelve = {(f"l{n}", "c", f"d{n}") for n in range(12)}
+    for key, placed in by_key.items():
+        sends = sorted(placed)
+        assert sends[0::2] == sends[1::2], key  # the repeat: the same records, partition by partition
+        assert set().union(*(c for _, c in sends[0::2])) == twelve  # one record per partition, together the request
+        assert len({p for p, _ in sends}) == len(sends) // 2
+    assert on_topic(stack, topic) == Counter(dict.fromkeys(twelve, 2 * len(ways)))
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "field", "rule"),
+    [
+        ({"idempotency_key": ""}, {}, "idempotency_key", "is empty: 1 to 64 characters"),
+        ({}, {"idempotency-key": "k" * 65}, "Idempotency-Key", "at most 64 characters"),
+        ({}, {"idempotency-key": "a b"}, "Idempotency-Key", "only letters, digits, _ and -"),
+        ({"idempotency_key": "a.b"}, {}, "idempotency_key", "only letters, digits, _ and -"),
+        ([("idempotency_key", "a"), ("idempotency_key", "a")], {}, "idempotency_key", "given once"),
+        ({"idempotency_key": "a"}, {"idempotency-key": "b"}, "Idempotency-Key, idempotency_key", "the same key"),
+    ],
+)
+def test_a_malformed_idempotency_key_is_refused_naming_its_field(
+    client: TestClient, stack: Stack, topic: str, params: object, headers: dict[str, str], field: str, rule: str
+) -> None:
+    answers = [
+        client.get("/track/", params=[("labels", "signup"), *_pairs(params)], headers=headers),
+        client.get("/track.gif", params=[("labels", "signup"), *_pairs(params)], headers=headers),
+        client.post("/track/", params=_pairs(params), json={"label": "signup"}, headers=headers),
+    ]
+    for answer in answers[0::2]:
+        assert answer.status_code == 400
+        assert answer.json()["field"] == field
+        assert answer.json()["rule"].startswith(rule)
+    assert answers[1].status_code == 400 and answers[1].headers["content-type"] == "image/gif"
+    assert json.loads(answers[1].headers["x-tally-error"])["field"] == field
+    assert on_topic(stack, topic) == Counter()
+
+
+def _pairs(params: object) -> list[tuple[str, str]]:
+    return list(params.items()) if isinstance(params, dict) else list(params)  # type: ignore[arg-type]
 
 
 def test_refused_and_dropped_events_never_reach_the_topic(client: TestClient, stack: Stack, topic: str) -> None:
@@ -69,7 +142,7 @@ def test_no_ip_and_no_cookie(client: TestClient, stack: Stack, topic: str) -> No
     assert answer.status_code == 202
     assert "set-cookie" not in answer.headers
     ((_, message),) = messages(stack, topic)
-    assert set(json.loads(message)) == {"v", "label", "category", "dom_id", "ts"}
+    assert set(json.loads(message)) == {"v", "events"}
     assert CLIENT_IP.encode() not in message and b"testclient" not in message
 
 
@@ -82,10 +155,7 @@ def test_new_labels_past_the_cap_are_one_overflow_counter(stack: Stack, topic: s
         answer = client.get("/track/", params={"labels": "home|junk1:c:d|junk2|home"})
     assert answer.status_code == 202
     assert answer.headers["x-tally-dropped"] == "2"
-    overflow_key = f"{OVERFLOW_LABEL}::".encode()
-    assert on_topic(stack, topic) == Counter(
-        {(b"home::", "home", "", ""): 2, (overflow_key, OVERFLOW_LABEL, "", ""): 2}
-    )
+    assert on_topic(stack, topic) == Counter({("home", "", ""): 2, (OVERFLOW_LABEL, "", ""): 2})
 
 
 def test_no_broker_means_an_honest_503_for_every_way_to_send(stack: Stack, topic: str) -> None:

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from ingest.app import create_app
 from ingest.settings import IngestSettings
-from schema.event import decode
+from schema.event import decode_record
 from schema.settings import ClickHouseSettings, KafkaSettings
 from stack.kafka import ensure_topic
 from stack.ports import free_port
@@ -88,7 +88,7 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
         )
 
         records = read_all(kafka_settings.bootstrap, kafka_settings.topic)
-        on_topic = Counter(decode(value).label for _, _, value in records)
+        on_topic = Counter(event.label for _, _, value in records for event in decode_record(value).events)
         accepted = {label for label, status in answers.items() if status == 202}
         assert {label: on_topic[label] for label in accepted} == dict.fromkeys(accepted, 1), (
             "every 2xx'd event on the topic exactly once"

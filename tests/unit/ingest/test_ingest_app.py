@@ -380,3 +380,80 @@ def test_middleware_added_to_the_app_sees_every_beacon_request_and_answer(
     assert [answer.headers.get("x-stamped") for answer in answers] == ["yes"] * len(answers)
     assert [answer.status_code for answer in answers] == [status for _, _, status in seen]
     assert len(publisher.published) == 6
+
+
+def test_an_idempotency_key_reaches_the_publisher_from_every_way_to_send(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    answers = [
+        client.get("/track/", params={"labels": "a"}, headers={"Idempotency-Key": "k1"}),
+        client.get("/track.gif", params={"labels": "a", "idempotency_key": "k2"}),
+        client.post("/track/", params={"idempotency_key": "k3"}, content="a", headers={"content-type": "text/plain"}),
+        client.post("/track/", json={"label": "a"}, headers={"Idempotency-Key": "k4"}),
+        client.post(
+            "/track/", params={"idempotency_key": "k5"}, json={"label": "a"}, headers={"Idempotency-Key": "k5"}
+        ),
+        client.get("/track/", params={"labels": "a"}),
+    ]
+    assert [r.status_code for r in answers] == [202, 200, 202, 202, 202, 202]
+    assert publisher.keys == ["k1", "k2", "k3", "k4", "k5", None]
+
+
+def test_a_repeat_gets_the_answer_the_first_send_got(client: TestClient, publisher: FakePublisher) -> None:
+    batch = {"events": [{"label": "a"}, {"label": "bad label"}]}
+    first, repeat = (client.post("/track/", json=batch, headers={"Idempotency-Key": "k"}) for _ in range(2))
+    assert (first.status_code, first.json(), first.headers["x-tally-dropped"]) == (
+        repeat.status_code,
+        repeat.json(),
+        repeat.headers["x-tally-dropped"],
+    )
+    assert publisher.keys == ["k", "k"]
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "field"),
+    [
+        ("labels=a&idempotency_key=", {}, "idempotency_key"),
+        ("labels=a&idempotency_key=" + "k" * 65, {}, "idempotency_key"),
+        ("labels=a&idempotency_key=a%2Fb", {}, "idempotency_key"),
+        ("labels=a&idempotency_key=k&idempotency_key=k", {}, "idempotency_key"),
+        ("labels=a", {"Idempotency-Key": ""}, "Idempotency-Key"),
+        ("labels=a", {"Idempotency-Key": "k:1"}, "Idempotency-Key"),
+        ("labels=a&idempotency_key=k", {"Idempotency-Key": "j"}, "Idempotency-Key, idempotency_key"),
+    ],
+)
+def test_a_malformed_key_is_400_naming_its_field_and_nothing_is_published(
+    client: TestClient, publisher: FakePublisher, query: str, headers: dict[str, str], field: str
+) -> None:
+    for path in ("/track/", "/track.gif"):
+        response = client.get(f"{path}?{query}", headers=headers)
+        assert response.status_code == 400
+        error = response.json() if path == "/track/" else json.loads(response.headers["x-tally-error"])
+        assert error["field"] == field, error
+        assert error["rule"]
+    response = client.post(f"/track/?{query}", json={"label": "a"}, headers=headers)
+    assert (response.status_code, response.json()["field"]) == (400, field)
+    assert publisher.published == []
+
+
+def test_the_key_header_given_twice_is_400(client: TestClient, publisher: FakePublisher) -> None:
+    response = client.get("/track/?labels=a", headers=[("Idempotency-Key", "k"), ("Idempotency-Key", "k")])
+    assert (response.status_code, response.json()["field"], response.json()["rule"]) == (
+        400,
+        "Idempotency-Key",
+        "given once",
+    )
+    assert publisher.published == []
+
+
+def test_a_cross_origin_page_may_send_the_key_header(client: TestClient) -> None:
+    response = client.options(
+        "/track/",
+        headers={
+            "origin": "https://shop.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, idempotency-key",
+        },
+    )
+    assert response.status_code == 200
+    assert "idempotency-key" in response.headers["access-control-allow-headers"].lower()

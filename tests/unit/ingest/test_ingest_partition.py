@@ -8,7 +8,7 @@ from kafka.partitioner import DefaultPartitioner
 
 from ingest import partition
 from ingest.partition import RememberingPartitioner
-from schema.event import LabelEvent, encode, encode_key, value_of
+from schema.event import LabelEvent, encode_key
 
 
 def cluster_with(topic: str, partitions: int) -> Any:
@@ -54,20 +54,27 @@ def test_forgetting_the_hashes_changes_no_choice(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize("partitions", [1, 6, 7, 12])
-def test_the_batch_path_chooses_the_partition_kafka_pythons_default_would(partitions: int) -> None:
-    from ingest.publish import KafkaPublisher, PublishSettings
+def test_grouping_puts_each_event_in_the_partition_kafka_pythons_default_gives_its_counter(partitions: int) -> None:
+    cluster, default = cluster_with("t", partitions), DefaultPartitioner()
+    ours = RememberingPartitioner()
+    events = [e._replace(ts_ms=i) for i, e in enumerate(counters(3000) * 2)]  # the second round comes from memory
+    grouped = ours.group(events, set(range(partitions)))
+    for chosen, group in grouped.items():
+        for event in group:
+            key = encode_key(event)
+            assert chosen == default.partition("t", key, key, None, b"v", cluster)
+    assert sorted(e for g in grouped.values() for e in g) == sorted(events)
+    for group in grouped.values():  # each group in the request's order
+        assert [e.ts_ms for e in group] == sorted(e.ts_ms for e in group)
 
-    publisher = KafkaPublisher("127.0.0.1:1", "t", PublishSettings())
-    try:
-        cluster, default = cluster_with("t", partitions), DefaultPartitioner()
-        events = counters(3000)
-        for event in events + events:  # the second round comes from memory
-            key, tp, value_head = publisher._batches._route(event, set(range(partitions)))
-            assert key == encode_key(event)
-            assert tp == ("t", default.partition("t", key, key, None, b"v", cluster))
-            assert value_of(value_head, event.ts_ms) == encode(event)
-    finally:
-        publisher._producer.close(timeout=0)
+
+def test_grouping_follows_a_change_of_the_partition_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partition, "MAX_REMEMBERED_COUNTERS", 10)
+    ours, default = RememberingPartitioner(), DefaultPartitioner()
+    for partitions in (6, 12, 6):
+        cluster = cluster_with("t", partitions)
+        for p, group in ours.group(counters(100), set(range(partitions))).items():
+            assert {default.partition("t", encode_key(e), encode_key(e), None, b"v", cluster) for e in group} == {p}
 
 
 def test_send_and_the_batch_path_share_one_partitioner() -> None:
