@@ -4,12 +4,13 @@ The stages an event passes, in order:
 
 1. consume  (aggregator.consume)  the events topic read in batches off Faust's fetch loop
 2. complete (aggregator.gaps)     holes in what was delivered read again from Kafka
-3. decode   (aggregator.decode)   bytes -> positioned LabelEvents; junk dropped, counted, logged
-4. count    (aggregator.count)    daily and hourly counters in the table (aggregator.table), exactly once
-5. rollup   (aggregator.rollup)   changed counters remembered as absolute rows
-6. write    (aggregator.write)    every ``flush_interval_s`` and at shutdown, into ClickHouse
+3. decode   (aggregator.decode)   bytes -> positioned records of LabelEvents; junk dropped, counted, logged
+4. dedupe   (aggregator.dedupe)   repeats of a keyed request within TALLY_DEDUPE_WINDOW_S dropped
+5. count    (aggregator.count)    daily and hourly counters in the table (aggregator.table), exactly once
+6. rollup   (aggregator.rollup)   changed counters remembered as absolute rows
+7. write    (aggregator.write)    every ``flush_interval_s`` and at shutdown, into ClickHouse
 
-Stages 2 to 5 run per batch (aggregator.batch). A batch's offsets are
+Stages 2 to 6 run per batch (aggregator.batch). A batch's offsets are
 committed only after Kafka confirmed its changelog records, and never past
 what was counted (aggregator.commit).
 
@@ -29,6 +30,7 @@ from typing import Any
 from aggregator.batch import BatchCounter
 from aggregator.consume import CountingApp
 from aggregator.count import since
+from aggregator.dedupe import Dedupe
 from aggregator.faust_internals import check_versions
 from aggregator.gaps import GapReader
 from aggregator.metrics import WorkerMetrics
@@ -47,7 +49,7 @@ FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
 
 
 def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> CountingApp:
-    """The worker: consume -> complete -> decode -> count -> rollup -> write; commit after confirm.
+    """The worker: consume -> complete -> decode -> dedupe -> count -> rollup -> write; commit after confirm.
 
     Refuses to start on a faust-streaming or aiokafka it is not proved with
     (aggregator.faust_internals). ``writer`` defaults to ClickHouse's, closed
@@ -61,7 +63,8 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         default=None,
         beacon=app.tables.beacon,
         partitions=settings.kafka.partitions,
-        help="counters: window:label:category:dom_id -> [count, last offset, partition] (JSON)",
+        help="counters: window:label:category:dom_id -> [count, last offset, partition]; "
+        "seen:partition:idempotency key -> [offset, fingerprint, time] (JSON)",
     )
     app.tables.add(table)
     counts = FaustCountTable(table)
@@ -71,7 +74,8 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         writer = clickhouse = ClickHouseWriter(settings.clickhouse)
     rollup = Rollup(writer, settings.day_tz, metrics)
     gaps = GapReader(settings.kafka.bootstrap, settings.kafka.topic, f"{settings.app_id}-gaps")
-    counter = BatchCounter(app, counts, gaps, rollup, metrics, settings)
+    dedupe = Dedupe(counts, settings.dedupe_window_s * 1000)
+    counter = BatchCounter(app, counts, dedupe, gaps, rollup, metrics, settings)
 
     # The events topic is subscribed through Faust (its partitions are
     # assigned with the table's), but read in batches (aggregator.consume).
@@ -103,6 +107,7 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
     async def rewrite_recent(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         recent = since(counts.items(), counter.first_open_day(), settings.day_tz)
         rollup.mark(recent)
+        dedupe.forget()  # partitions moved: each one's keys are read again from the table when next counted
         app.commits.new_generation()  # partitions start again from their committed offsets
         log.info("rebalance complete: %d counters of open days marked for rewrite", len(recent))
 
@@ -114,7 +119,7 @@ def create_app(settings: WorkerSettings, writer: RollupWriter | None = None) -> 
         if clickhouse is not None:
             clickhouse.close()
 
-    add_pages(app, counts, rollup, metrics, counter.first_open_day)
+    add_pages(app, counts, dedupe, rollup, metrics, counter.first_open_day)
     return app
 
 

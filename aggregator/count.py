@@ -7,13 +7,20 @@ hidden in Faust's windowed tables, whose close callback receives no data and
 fires per partition.
 
 Why it is exact: every event of one counter comes from one partition, in
-offset order (the Kafka key is ``label:category:dom_id``). The table value
-keeps, beside the count, the offset of the last event counted into it, and
-both reach the changelog in one record. After a crash, Faust restores the
-table from the changelog and resumes from the last committed offset, which
-may be behind: events at or below a counter's stored offset are then already
-in its count and are skipped -- as are events delivered twice in one batch,
-which a consumer seeking back during a rebalance can do. A batch's offsets
+offset order (ingest puts a record in the partition its counters hash to,
+schema.event). The table value keeps, beside the count, the offset of the
+last record counted into it, and both reach the changelog in one record.
+After a crash, Faust restores the table from the changelog and resumes from
+the last committed offset, which may be behind: records at or below a
+counter's stored offset are then already in its count and are skipped -- as
+are records delivered twice in one batch, which a consumer seeking back
+during a rebalance can do.
+
+The rule holds per record, not per event: a v2 record carries several events
+at one offset, several of them possibly of one counter (three clicks on one
+button in one request). A record's events are first summed per table key,
+and each key's sum is then added once, if the record's offset is above the
+key's stored offset. A batch's offsets
 are acknowledged to Faust only after Kafka confirmed its changelog records
 (``aggregator.commit``), so the table restored from the changelog is never
 behind the committed offset.
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import NamedTuple, Protocol, cast
 
-from aggregator.decode import Positioned
+from aggregator.decode import Positioned, PositionedRecord
 from schema.keys import SEP, CounterKey, day_window, hour_window
 
 
@@ -82,7 +89,7 @@ class BatchResult:
     changed: dict[str, Tally]
     counted: int
     skipped: int
-    """Events already in a count: seen again after a crash or rebalance."""
+    """Events already in a count: their record seen again after a crash or rebalance."""
     late: list[Positioned]
     """Events for a day whose window has closed: refused, not counted."""
 
@@ -97,33 +104,69 @@ class _Pending:
         self.partition = partition
 
 
-def count_batch(table: CountTable, events: Iterable[Positioned], windows: Windows, first_open_day: date) -> BatchResult:
-    """Add a batch of events to ``table``: one update per changed counter."""
+def count_batch(
+    table: CountTable, records: Iterable[PositionedRecord], windows: Windows, first_open_day: date
+) -> BatchResult:
+    """Add a batch of records' events to ``table``: one update per changed counter.
+
+    ``counted`` and ``skipped`` count events; an event is skipped when one of
+    its two counters (day, hour) already held its record.
+    """
     pending: dict[str, _Pending] = {}
     counted = skipped = 0
     late: list[Positioned] = []
     sep = SEP  # schema.keys.counter_key, inlined: two keys per event
-    for positioned in events:
-        partition, offset, event = positioned
-        daily, hourly, day = windows.of(event.ts_ms)
-        if day < first_open_day:
-            late.append(positioned)
+    for partition, offset, _key, events, _time in records:
+        if len(events) == 1:  # a v1 record, or a request of one event: no sum to make
+            event = events[0]
+            daily, hourly, day = windows.of(event.ts_ms)
+            if day < first_open_day:
+                late.append(Positioned(partition, offset, event))
+                continue
+            counter = event.counter_key
+            fresh = True
+            for key in (f"{daily}{sep}{counter}", f"{hourly}{sep}{counter}"):
+                entry = pending.get(key)
+                if entry is None:
+                    entry = pending[key] = _Pending(table.get(key), partition)
+                if offset <= entry.last_offset:  # already counted: before a restart, or delivered twice
+                    fresh = False
+                    continue
+                entry.added += 1
+                entry.last_offset = offset
+            if fresh:
+                counted += 1
+            else:
+                skipped += 1
             continue
-        counter = event.counter_key
-        fresh = True
-        for key in (f"{daily}{sep}{counter}", f"{hourly}{sep}{counter}"):
+        sums: dict[str, int] = {}
+        keyed: list[tuple[str, str]] = []
+        for event in events:
+            daily, hourly, day = windows.of(event.ts_ms)
+            if day < first_open_day:
+                late.append(Positioned(partition, offset, event))
+                continue
+            counter = event.counter_key
+            pair = (f"{daily}{sep}{counter}", f"{hourly}{sep}{counter}")
+            keyed.append(pair)
+            for key in pair:
+                sums[key] = sums.get(key, 0) + 1
+        stale: set[str] = set()
+        for key, n in sums.items():
             entry = pending.get(key)
             if entry is None:
                 entry = pending[key] = _Pending(table.get(key), partition)
-            if offset <= entry.last_offset:  # already counted: before a restart, or delivered twice
-                fresh = False
+            if offset <= entry.last_offset:  # the record is in this count already
+                stale.add(key)
                 continue
-            entry.added += 1
+            entry.added += n
             entry.last_offset = offset
-        if fresh:
-            counted += 1
+        if stale:
+            fresh_events = sum(1 for day_key, hour_key in keyed if day_key not in stale and hour_key not in stale)
+            counted += fresh_events
+            skipped += len(keyed) - fresh_events
         else:
-            skipped += 1
+            counted += len(keyed)
     changed = {}
     for key, entry in pending.items():
         if entry.added:

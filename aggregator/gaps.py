@@ -111,7 +111,7 @@ class GapReader:
         while position < end:
             polled = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)
             messages.extend(
-                Message(partition, record.offset, record.value or b"")
+                Message(partition, record.offset, record.value or b"", record.timestamp)
                 for record in polled.get(tp, ())
                 if record.offset < end
             )

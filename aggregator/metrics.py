@@ -30,6 +30,13 @@ class Drop(StrEnum):
     """Not a valid event of a known wire version."""
     LATE = "late"
     """For a day whose window has closed; recoverable by replay."""
+    DUPLICATE = "duplicate"
+    """A repeat of a keyed request its partition counted within the dedupe window (aggregator.dedupe)."""
+    KEY_REUSED = "key_reused"
+    """A request whose idempotency key the partition counted, within the window, for other counters."""
+
+
+REPEAT_REASONS = (Drop.DUPLICATE, Drop.KEY_REUSED)
 
 
 class WorkerMetrics:
@@ -86,6 +93,27 @@ class WorkerMetrics:
         )
         self._days: set[str] = set()
         self._days_at = 0.0
+        self.repeats_dropped = Counter(
+            "tally_worker_repeats_dropped",
+            "Keyed records (a request's share of one partition) dropped as repeats, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REPEAT_REASONS:
+            self.repeats_dropped.labels(reason.value)
+        self.repeats_past_window = Counter(
+            "tally_worker_repeats_past_window",
+            "Keyed records counted again: their key was counted in the partition more than the dedupe window before",
+            registry=r,
+        )
+        self.dedupe_keys = Gauge(
+            "tally_worker_dedupe_keys", "Idempotency keys held by the partitions this worker counts", registry=r
+        )
+        self.dedupe_oldest_key_age = Gauge(
+            "tally_worker_dedupe_oldest_key_age_seconds",
+            "How old (wall clock, from its record time) the oldest idempotency key this worker holds is",
+            registry=r,
+        )
 
     def sample_days(self, read: Callable[[], dict[str, int]]) -> None:
         """Refresh ``tally_worker_day_events`` from ``read()`` (see :func:`day_totals`), if not done lately."""

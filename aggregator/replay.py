@@ -270,14 +270,18 @@ class Recount:
         self.slow_batches += 1
         counted, windows = self.counted, self.windows
         dropped: list[Message] = []
-        events = []
-        for positioned in decode_messages(batch.messages(), dropped):
-            day = windows.of(positioned.event.ts_ms)[2]
-            if self.first_day <= day <= self.last_day:
-                events.append(positioned)
-                counted.events_per_day[day] += 1
+        records = []
+        for record in decode_messages(batch.messages(), dropped):
+            kept = []
+            for event in record.events:
+                day = windows.of(event.ts_ms)[2]
+                if self.first_day <= day <= self.last_day:
+                    kept.append(event)
+                    counted.events_per_day[day] += 1
+            if kept:
+                records.append(record._replace(events=tuple(kept)))
         counted.undecodable += len(dropped)
-        count_batch(counted.table, events, windows, self.first_day)
+        count_batch(counted.table, records, windows, self.first_day)
 
     def _add_fast(self, batch: Batch) -> bool:
         """Count ``batch`` if it qualifies (see the class); False, touching nothing, if it does not."""

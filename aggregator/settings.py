@@ -43,6 +43,9 @@ class WorkerSettings:
     window_days: int = 3
     """TALLY_WORKER_WINDOW_DAYS: how many days (today included) a day's window stays open.
     Events for older days are refused as late (metric + log; replay recovers them)."""
+    dedupe_window_s: int = 3600
+    """TALLY_DEDUPE_WINDOW_S: how long, in record time, each partition holds the idempotency keys it counted:
+    a repeat of a keyed request within it is dropped, a repeat after it counts again (aggregator.dedupe)."""
     standby_replicas: int = 1
     """TALLY_WORKER_STANDBY_REPLICAS: workers keeping a warm copy of each partition's table."""
     web_host: str = "127.0.0.1"
@@ -70,6 +73,7 @@ class WorkerSettings:
             flush_interval_s=positive(config, "TALLY_WORKER_FLUSH_INTERVAL_S", cls.flush_interval_s),
             session_timeout_s=positive(config, "TALLY_WORKER_SESSION_TIMEOUT_S", cls.session_timeout_s),
             window_days=whole(config, "TALLY_WORKER_WINDOW_DAYS", cls.window_days),
+            dedupe_window_s=whole(config, "TALLY_DEDUPE_WINDOW_S", cls.dedupe_window_s),
             standby_replicas=whole(config, "TALLY_WORKER_STANDBY_REPLICAS", cls.standby_replicas, least=0),
             web_host=config("TALLY_WORKER_WEB_HOST", default=cls.web_host),
             web_port=whole(config, "TALLY_WORKER_WEB_PORT", cls.web_port),

@@ -20,8 +20,9 @@ from faust.events import Event
 from faust.types import TP, EventT, TableT
 
 from aggregator.count import Tally, as_tally
+from aggregator.dedupe import Seen, as_seen
 from aggregator.faust_internals import HookedApp, current_event
-from schema.keys import is_counter, through_key
+from schema.keys import is_counter, seen_key, seen_prefix, through_key
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,40 @@ class FaustCountTable:
 
     def through(self, partition: int) -> int | None:
         """The last offset of events ``partition`` counted into this table (``aggregator.gaps``)."""
-        value = self._table.get(through_key(partition))
-        return None if value is None else int(value)
+        return self.position(partition)[0]
 
-    def set_through(self, partition: int, offset: int) -> None:
-        """Record it, after the counters: the changelog keeps their order within a partition."""
-        self._table[through_key(partition)] = offset
+    def position(self, partition: int) -> tuple[int | None, int]:
+        """The partition's ``through`` and its dedupe clock there (-1 if not known), written together."""
+        value = self._table.get(through_key(partition))
+        if value is None:
+            return None, -1
+        if isinstance(value, int):  # written before the dedupe clock was
+            return value, -1
+        offset, clock = value
+        return int(offset), int(clock)
+
+    def set_through(self, partition: int, offset: int, clock: int = -1) -> None:
+        """Record it, and the dedupe clock, after the counters: the changelog keeps their order within a partition."""
+        self._table[through_key(partition)] = [offset, clock]
+
+    def get_seen(self, partition: int, key: str) -> Seen | None:
+        return as_seen(self._table.get(seen_key(partition, key)))
+
+    def set_seen(self, partition: int, key: str, seen: Seen) -> None:
+        self._table[seen_key(partition, key)] = list(seen)
+
+    def delete_seen(self, partition: int, key: str) -> None:
+        held = seen_key(partition, key)
+        if held in self._table:
+            del self._table[held]
+
+    def seen_items(self, partition: int) -> list[tuple[str, Seen]]:
+        prefix = seen_prefix(partition)
+        return [
+            (key[len(prefix) :], seen)
+            for key, value in list(self._table.items())
+            if key.startswith(prefix) and (seen := as_seen(value)) is not None
+        ]
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 from aggregator.consume import CountingApp
+from aggregator.dedupe import Dedupe
 from aggregator.metrics import WorkerMetrics, day_totals
 from aggregator.rollup import Rollup
 from aggregator.table import FaustCountTable
@@ -15,6 +16,7 @@ from aggregator.table import FaustCountTable
 def add_pages(
     app: CountingApp,
     counts: FaustCountTable,
+    dedupe: Dedupe,
     rollup: Rollup,
     metrics: WorkerMetrics,
     first_open_day: Callable[[], date],
@@ -24,6 +26,8 @@ def add_pages(
         """Prometheus's exposition; the day totals over the partitions this worker owns."""
         owned = {tp.partition for tp in app.assigned()}
         metrics.sample_days(lambda: day_totals(counts.items(), owned, first_open_day()))
+        metrics.dedupe_keys.set(dedupe.keys_held(owned))
+        metrics.dedupe_oldest_key_age.set(dedupe.oldest_age_s(owned))
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")

@@ -9,7 +9,8 @@ A counter's key is its window, then its counter (``LabelEvent.counter_key``,
 No field of an event may contain ``:`` (schema.event's rules), nor may a
 window, so a key splits into exactly four parts. Beside the counters the table
 holds, per events partition, the last offset it counted: ``through:<partition>``
-(aggregator.gaps), a prefix no window starts with.
+(aggregator.gaps), a prefix no window starts with; and, per events partition, the idempotency keys it counted
+within the dedupe window (aggregator.dedupe): ``seen:<partition>:<key>``.
 
 Counting builds two keys per event, so ``aggregator.count`` writes
 ``f"{window}{SEP}{counter}"`` inline rather than calling :func:`counter_key`
@@ -29,6 +30,8 @@ HOUR = "h"
 """The first character of an hourly counter's key."""
 THROUGH = "through:"
 """The prefix of the table's per-partition position; no counter key starts with it."""
+SEEN = "seen:"
+"""The prefix of the idempotency keys a partition counted (aggregator.dedupe); no counter key starts with it."""
 
 
 def day_window(day: date) -> str:
@@ -51,12 +54,22 @@ def day_of_daily(key: str) -> str | None:
 
 
 def is_counter(key: str) -> bool:
-    """Whether ``key`` is a counter's (not the table's position in a partition)."""
-    return not key.startswith(THROUGH)
+    """Whether ``key`` is a counter's (not the table's position in a partition, nor a key it counted)."""
+    return not key.startswith((THROUGH, SEEN))
 
 
 def through_key(partition: int) -> str:
     return f"{THROUGH}{partition}"
+
+
+def seen_key(partition: int, idempotency_key: str) -> str:
+    """The table key of an idempotency key that events partition ``partition`` counted."""
+    return f"{SEEN}{partition}{SEP}{idempotency_key}"
+
+
+def seen_prefix(partition: int) -> str:
+    """What the table keys of every idempotency key ``partition`` counted start with."""
+    return f"{SEEN}{partition}{SEP}"
 
 
 class CounterKey(NamedTuple):

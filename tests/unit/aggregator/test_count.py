@@ -13,8 +13,8 @@ from aggregator.count import (
     first_open_day,
     since,
 )
-from aggregator.decode import Message, Positioned, decode_messages
-from schema.event import LabelEvent, encode
+from aggregator.decode import Message, PositionedRecord, decode_messages
+from schema.event import LabelEvent, encode, encode_record
 from schema.keys import CounterKey
 
 DAY1 = int(datetime(2026, 11, 24, 12, 30, tzinfo=UTC).timestamp() * 1000)
@@ -23,8 +23,14 @@ OPEN = date(2026, 11, 20)
 UTC_WINDOWS = Windows(UTC)
 
 
-def at(partition: int, offset: int, label: str = "signup", dom_id: str = "btn1", ts: int = DAY2) -> Positioned:
-    return Positioned(partition, offset, LabelEvent(label, "forms", dom_id, ts))
+def at(partition: int, offset: int, label: str = "signup", dom_id: str = "btn1", ts: int = DAY2) -> PositionedRecord:
+    """A one-event record (v1, or a request of one event)."""
+    return PositionedRecord(partition, offset, None, (LabelEvent(label, "forms", dom_id, ts),))
+
+
+def record(partition: int, offset: int, *labels: str, ts: int = DAY2, key: str | None = None) -> PositionedRecord:
+    """A v2 record: one request's events (one per label given, repeats allowed) at one offset."""
+    return PositionedRecord(partition, offset, key, tuple(LabelEvent(label, "forms", "btn1", ts) for label in labels))
 
 
 def daily(table: DictCountTable) -> dict[tuple[date, str], int]:
@@ -151,3 +157,67 @@ def test_an_event_delivered_twice_in_one_batch_counts_once() -> None:
     result = count_batch(table, [at(0, 5), at(0, 6), at(0, 5), at(0, 6), at(0, 7)], UTC_WINDOWS, OPEN)
     assert (result.counted, result.skipped) == (3, 2)
     assert daily(table) == {(date(2026, 11, 25), "signup"): 3}
+
+
+def test_every_event_of_a_record_counts_though_they_share_its_offset() -> None:
+    # Three clicks on one button and one elsewhere, in one request: one record, one offset.
+    table = DictCountTable()
+    result = count_batch(table, [record(0, 0, "signup", "signup", "home", "signup"), at(0, 1)], UTC_WINDOWS, OPEN)
+    assert (result.counted, result.skipped) == (5, 0)
+    assert daily(table) == {(date(2026, 11, 25), "signup"): 4, (date(2026, 11, 25), "home"): 1}
+    assert hourly(table) == {(datetime(2026, 11, 25, 9, tzinfo=UTC), "signup"): 4,
+                             (datetime(2026, 11, 25, 9, tzinfo=UTC), "home"): 1}  # fmt: skip
+
+
+def test_a_record_seen_again_after_a_crash_is_skipped_whole() -> None:
+    table = DictCountTable()
+    log = [record(0, o, "signup", "signup", "home") for o in range(6)]
+    count_batch(table, log[:4], UTC_WINDOWS, OPEN)
+    result = count_batch(table, log[2:], UTC_WINDOWS, OPEN)  # resumed from offset 2
+    assert (result.counted, result.skipped) == (6, 6)
+    assert daily(table) == {(date(2026, 11, 25), "signup"): 12, (date(2026, 11, 25), "home"): 6}
+
+
+def test_a_record_delivered_twice_in_one_batch_counts_once() -> None:
+    table = DictCountTable()
+    twice = record(0, 3, "signup", "signup")
+    result = count_batch(table, [twice, twice, record(0, 4, "signup")], UTC_WINDOWS, OPEN)
+    assert (result.counted, result.skipped) == (3, 2)
+    assert daily(table) == {(date(2026, 11, 25), "signup"): 3}
+
+
+def test_a_record_whose_day_counter_is_restored_but_not_its_hour_counts_the_hour_only() -> None:
+    # A crash between two changelog records of one batch: the day's counter holds offset 0, the hour's not.
+    table = DictCountTable()
+    count_batch(table, [record(0, 0, "signup", "signup")], UTC_WINDOWS, OPEN)
+    hour_key = next(k for k in table.data if k.startswith("h"))
+    del table.data[hour_key]
+    result = count_batch(table, [record(0, 0, "signup", "signup")], UTC_WINDOWS, OPEN)
+    assert (result.counted, result.skipped) == (0, 2)
+    assert daily(table) == {(date(2026, 11, 25), "signup"): 2}
+    assert hourly(table) == {(datetime(2026, 11, 25, 9, tzinfo=UTC), "signup"): 2}
+
+
+def test_a_records_events_of_closed_days_are_refused_and_the_rest_counted() -> None:
+    table = DictCountTable()
+    result = count_batch(table, [record(0, 0, "signup", ts=DAY1), record(0, 1, "a", "b", ts=DAY2)],
+                         UTC_WINDOWS, date(2026, 11, 25))  # fmt: skip
+    assert [(p.offset, p.event.label) for p in result.late] == [(0, "signup")]
+    assert result.counted == 2
+
+
+def test_v1_and_v2_records_decode_alike_and_v2_keeps_its_key() -> None:
+    one = LabelEvent("a", "", "", DAY2)
+    messages = [
+        Message(0, 0, encode(one), 7),
+        Message(0, 1, encode_record([one, one]), 8),
+        Message(0, 2, encode_record([one], "req-1")),  # no record time: its latest event's
+    ]
+    decoded = list(decode_messages(messages))
+    assert decoded == [
+        PositionedRecord(0, 0, None, (one,), 7),
+        PositionedRecord(0, 1, None, (one, one), 8),
+        PositionedRecord(0, 2, "req-1", (one,), DAY2),
+    ]
+    table = DictCountTable()
+    assert count_batch(table, decoded, UTC_WINDOWS, OPEN).counted == 4

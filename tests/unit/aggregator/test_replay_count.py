@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from aggregator.count import DictCountTable, Windows, count_batch
 from aggregator.decode import Message, decode_messages
 from aggregator.replay import Batch, Counted, Plan, Recount, count
-from schema.event import LabelEvent, encode
+from schema.event import LabelEvent, encode, encode_record
 
 ZONES = [UTC, *map(ZoneInfo, ("Europe/Paris", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns"))]
 FIRST, LAST = date(2026, 3, 28), date(2026, 3, 30)  # Paris and St John's change clocks on the 29th
@@ -28,14 +28,18 @@ def reference(batches: list[Batch], first: date, last: date, tz: tzinfo) -> Coun
     for batch in batches:
         counted.events_read += len(batch.offsets)
         dropped: list[Message] = []
-        events = []
-        for positioned in decode_messages(batch.messages(), dropped):
-            day = windows.of(positioned.event.ts_ms)[2]
-            if first <= day <= last:
-                events.append(positioned)
-                counted.events_per_day[day] += 1
+        records = []
+        for record in decode_messages(batch.messages(), dropped):
+            kept = []
+            for event in record.events:
+                day = windows.of(event.ts_ms)[2]
+                if first <= day <= last:
+                    kept.append(event)
+                    counted.events_per_day[day] += 1
+            if kept:
+                records.append(record._replace(events=tuple(kept)))
         counted.undecodable += len(dropped)
-        count_batch(counted.table, events, windows, first)
+        count_batch(counted.table, records, windows, first)
     return counted
 
 
@@ -177,3 +181,14 @@ def test_events_seen_again_after_a_seek_back_count_once() -> None:
     k, other = (canonical(COUNTERS[0], START_MS + 86_400_000 + i) for i in range(2))
     batches = [Batch(0, [10, 20], [k, k]), Batch(0, [5], [other]), Batch(0, [6, 7], [k, k])]
     assert_same(recount(batches, FIRST, LAST, UTC).counted, reference(batches, FIRST, LAST, UTC))
+
+
+def test_v2_records_are_read_with_every_event_they_hold() -> None:
+    day = START_MS + 86_400_000
+    events = [LabelEvent(*COUNTERS[0], day + i) for i in range(3)] + [LabelEvent(*COUNTERS[1], day)]
+    v2 = [encode_record(events), encode_record(events[:2], "req-1"), canonical(COUNTERS[0], day)]
+    batches = [Batch(0, [0, 1, 2], v2), Batch(0, [1, 2, 3], [*v2[1:], encode_record(events[3:])])]
+    got = recount(batches, FIRST, LAST, UTC)
+    assert_same(got.counted, reference(batches, FIRST, LAST, UTC))
+    daily = {key: tally.counter for key, tally in got.counted.table.items() if key.startswith("d")}
+    assert daily == {"d2026-03-28:signup:forms:btn1": 6, "d2026-03-28:home::": 2}
