@@ -61,7 +61,12 @@ RESULTS = ROOT / "bench" / "results"
 SERVER_CORE = 1
 LOAD_CORE = 0
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
-TARGETS = {"get3": "≥ 12,000 req/s per core, p99 ≤ 20 ms", "json100": "≥ 150,000 events/s per core"}
+TARGETS = {
+    "get3": "≥ 12,000 req/s per core, p99 ≤ 20 ms",
+    "json100": "≥ 150,000 events/s per core",
+    "get3k": "as GET without a key",
+    "json100k": "as JSON without a key",
+}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -72,12 +77,22 @@ class Case:
     path: str
     events_per_request: int
     body: bytes | None = None
+    key: str | None = None
+    """Where each request carries an idempotency key of its own: ``header``, ``query``, or None (no key)."""
 
 
 def cases() -> list[Case]:
     return [
         Case("get3", "GET /track/, 3 labels", "/track/?labels=signup:forms:btn1|page_view|add_to_cart:shop:buy-3", 3),
         Case("json100", "POST /track/, JSON batch of 100", "/track/", 100, json_batch(100)),
+        Case(
+            "get3k",
+            "GET, 3 labels, ?idempotency_key",
+            "/track/?labels=signup:forms:btn1|page_view|add_to_cart:shop:buy-3",
+            3,
+            key="query",
+        ),
+        Case("json100k", "JSON of 100, Idempotency-Key", "/track/", 100, json_batch(100), key="header"),
     ]
 
 
@@ -200,9 +215,13 @@ _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 def wrk(url: str, case: Case, seconds: float, connections: int, tmp: Path, pid: int) -> Run:
     argv = ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
     argv += ["-H", f"User-Agent: {BROWSER_UA}"]
+    body_file = tmp / f"{case.name}.json"
     if case.body is not None:
-        body_file = tmp / f"{case.name}.json"
         body_file.write_bytes(case.body)
+    if case.key is not None:
+        body_args = [str(body_file)] if case.body is not None else []
+        argv += ["-s", str(ROOT / "bench" / "ingest_keyed.lua"), url + case.path, "--", case.key, *body_args]
+    elif case.body is not None:
         argv += ["-s", str(ROOT / "bench" / "ingest_post.lua"), url + case.path, "--", str(body_file)]
     else:
         argv.append(url + case.path)
@@ -346,7 +365,7 @@ def table(results: dict[tuple[str, str], Run], case_list: list[Case]) -> list[st
     for case in case_list:
         floor_a = results.get((case.name, "baseline"))
         floor_b = results.get((case.name, "nginx"))
-        for server, label in (("nginx", "(b) nginx"), ("baseline", "(a) app"), ("ingest", "ingest")):
+        for server, label in SERVER_LABELS:
             run = results.get((case.name, server))
             if run is None:
                 continue
@@ -381,12 +400,22 @@ def cost_table(costs: dict[str, Counter[str]], runs: dict[str, Run], case_list: 
 
 
 def events_on_topic(bootstrap: str, topic: str) -> int:
+    """The events on ``topic``, in records of either version (read to its end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    from schema.event import decode_record
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(partitions).values())
+        end = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        events = 0
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for records in consumer.poll(timeout_ms=1000, max_records=100_000).values():
+                events += sum(len(decode_record(record.value).events) for record in records)
+        return events
     finally:
         consumer.close()
 
@@ -405,6 +434,26 @@ def server_argv(server: str, port: int, tmp: Path, checkout: Path) -> tuple[list
     return [sys.executable, "-m", "deploy.cli", "ingest"], f"{url}/readyz"
 
 
+SERVERS = ("nginx", "baseline", "before", "ingest")
+SERVER_LABELS = (("nginx", "(b) nginx"), ("baseline", "(a) app"), ("before", "before"), ("ingest", "ingest"))
+
+
+def python_path(checkout: Path) -> str:
+    """The checkout's ingest first, bench/ from this one, then whatever the caller had."""
+    return os.pathsep.join(
+        dict.fromkeys([str(checkout.resolve()), str(ROOT), *os.environ.get("PYTHONPATH", "").split(":")])
+    ).rstrip(os.pathsep)
+
+
+def checkout_commit(checkout: Path) -> str:
+    """What ``checkout`` is: its commit, if git can tell (a ``git archive`` copy says so in its COMMIT file)."""
+    stamp = checkout / "COMMIT"
+    if stamp.exists():
+        return stamp.read_text().strip()
+    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return found.stdout.strip() or "not a git checkout"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
@@ -413,8 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also profile each case with py-spy")
     parser.add_argument("--profile-dir", type=Path, help="keep py-spy's raw stacks here (profile-SERVER-CASE.txt)")
     parser.add_argument("--checkout", type=Path, default=ROOT, help="serve the ingest code of this checkout")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also serve the ingest code of this checkout (e.g. `git archive` of an older commit), as `before`",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "ingest.txt", help="where the report goes")
-    parser.add_argument("--only", choices=("nginx", "baseline", "ingest"), action="append", help="only these servers")
+    parser.add_argument("--only", choices=SERVERS, action="append", help="only these servers")
     args = parser.parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs 2 cores: one for the server, one for wrk")
@@ -439,10 +493,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
     topic = f"bench.ingest.{uuid.uuid4().hex[:10]}"
     env = {
         **os.environ,
-        # The checkout's ingest first, bench/ from this one, then whatever the caller had.
-        "PYTHONPATH": os.pathsep.join(
-            dict.fromkeys([str(args.checkout.resolve()), str(ROOT), *os.environ.get("PYTHONPATH", "").split(":")])
-        ).rstrip(os.pathsep),
+        "PYTHONPATH": python_path(args.checkout),
         "TALLY_KAFKA_BOOTSTRAP": bootstrap,
         "TALLY_EVENTS_TOPIC": topic,
         "TALLY_INGEST_HOST": "127.0.0.1",
@@ -450,7 +501,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
         # The beacon routes only: what is measured, and /readyz then waits for Kafka alone, not ClickHouse.
         "TALLY_INGEST_ROUTES": "track",
     }
-    servers = args.only or ["nginx", "baseline", "ingest"]
+    servers = args.only or [s for s in SERVERS if s != "before" or args.before is not None]
+    if "before" in servers and args.before is None:
+        raise SystemExit("--only before needs --before DIR")
     case_list = cases()
     results: dict[tuple[str, str], Run] = {}
     answered = 0  # events the real ingest answered 2xx, warm-up and profile runs included
@@ -462,16 +515,17 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
     try:
         with tempfile.TemporaryDirectory(prefix="tally-bench-ingest-") as tmp_name:
             tmp = Path(tmp_name)
-            for server in ("nginx", "baseline", "ingest"):
+            for server in SERVERS:
                 if server not in servers:
                     continue
+                checkout: Path = args.before if server == "before" else args.checkout
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 print(f"{server} on {url}, pinned to core {SERVER_CORE}; wrk on core {LOAD_CORE}", flush=True)
-                command, ready = server_argv(server, port, tmp, args.checkout)
+                command, ready = server_argv(server, port, tmp, checkout)
                 # In the checkout's directory: `python -m` puts the working directory before PYTHONPATH.
-                server_env = {**env, "TALLY_INGEST_PORT": str(port)}
-                with serving(command, ready, server_env, tmp / "servers.log", args.checkout.resolve()) as pid:
+                server_env = {**env, "TALLY_INGEST_PORT": str(port), "PYTHONPATH": python_path(checkout)}
+                with serving(command, ready, server_env, tmp / "servers.log", checkout.resolve()) as pid:
                     for case in case_list:
                         runs = [wrk(url, case, args.warmup, args.connections, tmp, pid)]
                         runs.append(wrk(url, case, args.duration, args.connections, tmp, pid))
@@ -493,9 +547,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
                             shutil.move(
                                 tmp / f"profile-{case.name}.txt", args.profile_dir / f"profile-{server}-{case.name}.txt"
                             )
-                        if server == "ingest":
+                        if server in ("ingest", "before"):
                             answered += sum((r.requests - r.non_2xx) * case.events_per_request for r in runs)
-        on_topic = events_on_topic(bootstrap, topic) if "ingest" in servers else 0
+        publishing = "ingest" in servers or "before" in servers
+        on_topic = events_on_topic(bootstrap, topic) if publishing else 0
     finally:
         delete_topics(bootstrap, topic)
 
@@ -514,9 +569,14 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
         *table(results, case_list),
     ]
     ok = on_topic >= answered
-    if "ingest" in servers:
+    if args.before is not None:
+        report += ["", f"before: the ingest of {args.before} ({checkout_commit(args.before)}), on the same topic."]
+    if publishing:
         verdict = "every one is there" if ok else "EVENTS MISSING"
         report += ["", f"Events ingest answered 2xx: {answered:,}; on its topic afterwards: {on_topic:,}: {verdict}."]
+        report += [
+            "(Keyed cases: every request a key of its own, in the header or the query string, as distinct requests.)"
+        ]
     if costs:
         report += ["", *cost_table(costs, profiled, case_list)]
     text = "\n".join(report) + "\n"

@@ -14,14 +14,26 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from kafka import KafkaProducer
 from kafka.structs import TopicPartition
 
 from ingest.kafka_internals import Accumulator, Record, batch_error
 from ingest.partition import RememberingPartitioner
-from schema.event import LabelEvent, encode_record
+from schema.event import LabelEvent, encode_key, record_of, row_head, row_of
+
+MAX_REMEMBERED_COUNTERS: Final = 100_000
+"""Counters whose partition and row head are remembered (then forgotten all at once)."""
+
+
+class Route(NamedTuple):
+    """Where the events of one counter go, and what their rows in a v2 record start with."""
+
+    partition: TopicPartition
+    """The partition kafka-python's default partitioner gives the counter as a key (ingest.partition)."""
+    row_head: bytes
+    """schema.event.row_head: each event's row is this and its time."""
 
 
 class Acks:
@@ -124,8 +136,9 @@ class BatchAppender:
     """Appends a request's records straight into kafka-python's open record batches; one wait per batch.
 
     A request becomes one v2 record per partition its counters fall in
-    (:meth:`~ingest.partition.RememberingPartitioner.group`,
-    :func:`schema.event.encode_record`). What ``KafkaProducer.send()`` does
+    (the partition :meth:`~ingest.partition.RememberingPartitioner.choose`
+    gives each counter, and the start of its rows, remembered per counter;
+    the record built as :func:`schema.event.encode_record` builds it). What ``KafkaProducer.send()`` does
     per record, less what ingest does not need: checks of headers and
     serializers, the partitioner call, the size estimate, and a future per
     record, which the producer's I/O thread resolves one by one. Here each
@@ -146,7 +159,8 @@ class BatchAppender:
         self._accumulator = Accumulator(producer)
         self._partitioner = partitioner
         self._topic = topic
-        self._tps: dict[int, TopicPartition] = {}
+        self._routes: dict[tuple[str, str, str], Route] = {}
+        self._partition_count = 0
         # Per partition: the batch being filled (its produce future) and who waits on it.
         self._watched: dict[TopicPartition, tuple[Any, list[Acks]]] = {}
 
@@ -156,22 +170,45 @@ class BatchAppender:
 
     def append(self, events: Sequence[LabelEvent], key: str | None, acks: Acks, partitions: Collection[int]) -> None:
         """The request's records, one per partition, each keyed by the request's idempotency key (or none)."""
+        if len(partitions) != self._partition_count:
+            self._routes.clear()
+            self._partition_count = len(partitions)
+        routes = self._routes
+        rows: dict[TopicPartition, list[bytes]] = {}
+        latest: dict[TopicPartition, int] = {}
+        for event in events:
+            label, category, dom_id, ts_ms = event
+            route = routes.get((label, category, dom_id)) or self._route(event, partitions)  # (a call only when new)
+            tp = route.partition
+            same = rows.get(tp)
+            if same is None:
+                rows[tp] = [row_of(route.row_head, ts_ms)]
+                latest[tp] = ts_ms
+            else:
+                same.append(row_of(route.row_head, ts_ms))
+                if ts_ms > latest[tp]:
+                    latest[tp] = ts_ms
         kafka_key = key.encode() if key else None
-        tps = self._tps
-        records: list[tuple[TopicPartition, Record]] = []
-        for partition, group in self._partitioner.group(events, partitions).items():
-            tp = tps.get(partition)
-            if tp is None:
-                tp = tps[partition] = TopicPartition(self._topic, partition)
-            records.append((tp, (record_time(group), kafka_key, encode_record(group, key))))
         accumulator = self._accumulator
         accumulator.begin_appends()
         try:
             now = time.monotonic()
-            for tp, record in records:
-                self._append_to(tp, record, acks, now)
+            for tp, same in rows.items():
+                # The record's timestamp is its latest event's: see record_time.
+                self._append_to(tp, (latest[tp], kafka_key, record_of(same, key)), acks, now)
         finally:
             accumulator.end_appends()
+
+    def _route(self, event: LabelEvent, partitions: Collection[int]) -> Route:
+        """The counter's route, remembered: the partition of its events, and the start of their rows."""
+        counter = (event.label, event.category, event.dom_id)
+        route = self._routes.get(counter)
+        if route is None:
+            if len(self._routes) >= MAX_REMEMBERED_COUNTERS:
+                self._routes.clear()
+            partition = self._partitioner.choose(encode_key(event), partitions)
+            route = self._routes[counter] = Route(TopicPartition(self._topic, partition), row_head(*counter))
+        return route
 
     def _append_to(self, tp: TopicPartition, record: Record, acks: Acks, now: float) -> None:
         """One record, under its partition's lock, into the open batch; into a new one if it is full (or none is)."""

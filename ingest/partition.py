@@ -3,9 +3,10 @@
 Every event of a counter must land in one partition, where one worker
 counts it (docs/exactness.md), whichever way it is sent and in whichever
 record version. A request's events are grouped by their counters'
-partitions (:meth:`RememberingPartitioner.group`), one v2 record per
-partition, sent with that partition given explicitly: straight into a batch
-(:mod:`ingest.batches`) or through ``send()``. The choice is
+partitions, one v2 record per partition, sent with that partition given
+explicitly: straight into a batch (:mod:`ingest.batches`, which remembers
+each counter's :meth:`~RememberingPartitioner.choose`) or through ``send()``
+(:meth:`RememberingPartitioner.group`). The choice is
 :class:`kafka.partitioner.DefaultPartitioner`'s for a record keyed by the
 counter (``label:category:dom_id``): murmur2 of the key, modulo the
 partition count, over the sorted partitions. So v1 records (keyed by their

@@ -1,4 +1,9 @@
-"""The OpenAPI 3.0 document of the read API, built from the parameter specs of :mod:`query.params`."""
+"""The OpenAPI 3.0 document of the read API, built from the parameter specs of :mod:`query.params`.
+
+It also describes the beacon routes (``/track/``, ``/track.gif``) that the
+same process serves (:mod:`ingest.track`): their parameters, the
+idempotency key (its rule from :mod:`schema.event`) and their answers.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 from query.heatmap import MAX_DOM_IDS_PER_QUERY
 from query.params import ENDPOINT_PARAMS, GROUP_KEYS, MAX_VALUES_PER_FILTER, PARAMS
 from query.settings import QuerySettings
+from schema.event import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY_LEN
 
 SUMMARIES = {
     "counts": (
@@ -159,6 +165,108 @@ def _get_stats() -> dict[str, Any]:
     }
 
 
+KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_IDEMPOTENCY_KEY_LEN,
+    "pattern": f"^{IDEMPOTENCY_KEY_RULE.pattern}$",
+}
+KEY_DESCRIPTION = (
+    "Names the request: every send of one request with the same key counts once within the dedupe window "
+    "(docs/sending.md). 1-{n} of A-Z a-z 0-9 _ -; a malformed key is a 400 naming the field. "
+)
+KEY_PARAMETERS = [
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": KEY_DESCRIPTION.format(n=MAX_IDEMPOTENCY_KEY_LEN) + "Given once.",
+        "schema": KEY_SCHEMA,
+    },
+    {
+        "name": "idempotency_key",
+        "in": "query",
+        "required": False,
+        "description": KEY_DESCRIPTION.format(n=MAX_IDEMPOTENCY_KEY_LEN)
+        + "Where no header can be set (sendBeacon, the pixel, a link); given once, and equal to the header if both.",
+        "schema": KEY_SCHEMA,
+    },
+]
+LABELS_PARAMETER = {
+    "name": "labels",
+    "in": "query",
+    "required": True,
+    "description": "Labels separated by `|`, each `label`, `label:category` or `label:category:dom_id`; given once.",
+    "schema": {"type": "string", "minLength": 1},
+}
+ACCEPTED = {
+    "description": "Every event counted is in Kafka (`accepted`); what was dropped or restamped, and why.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["accepted"],
+                "properties": {
+                    "accepted": {"type": "integer", "minimum": 0},
+                    "dropped": {"type": "array", "items": {"type": "object"}},
+                    "restamped": {"type": "integer", "minimum": 1},
+                },
+            }
+        }
+    },
+}
+TRACK_ERRORS = {
+    "400": _error("A parameter, header or the body broke a rule; `field` and `rule` say which and how."),
+    "413": _error("The query string or the body is too large."),
+    "503": _error("Kafka did not take the events; `recorded` (none or unknown) says what may be in it."),
+}
+PIXEL = {
+    "description": "A 1x1 GIF, whatever the status (errors: the JSON in X-Tally-Error).",
+    "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+def _track() -> dict[str, Any]:
+    return {
+        "/track/": {
+            "get": {
+                "operationId": "track",
+                "summary": "Count labels (the seed's call)",
+                "security": [],
+                "parameters": [LABELS_PARAMETER, *KEY_PARAMETERS],
+                "responses": {"202": ACCEPTED, **TRACK_ERRORS},
+            },
+            "post": {
+                "operationId": "track_post",
+                "summary": "Count a JSON batch, or a sendBeacon body",
+                "security": [],
+                "parameters": KEY_PARAMETERS,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array"}]}},
+                        "text/plain": {"schema": {"type": "string", "minLength": 1}},
+                    },
+                },
+                "responses": {
+                    "202": ACCEPTED,
+                    **TRACK_ERRORS,
+                    "415": _error("A content type other than JSON or text/plain."),
+                },
+            },
+        },
+        "/track.gif": {
+            "get": {
+                "operationId": "track_pixel",
+                "summary": "Count labels from an <img>",
+                "security": [],
+                "parameters": [LABELS_PARAMETER, *KEY_PARAMETERS],
+                "responses": {"200": PIXEL, "400": PIXEL, "413": PIXEL, "503": PIXEL},
+            }
+        },
+    }
+
+
 def document(settings: QuerySettings) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -171,6 +279,7 @@ def document(settings: QuerySettings) -> dict[str, Any]:
         "paths": {
             **{f"/api/v1/{endpoint}": _operation(endpoint, settings) for endpoint in ENDPOINT_PARAMS},
             "/get_stats/": _get_stats(),
+            **_track(),
         },
         "components": {
             "schemas": {"Counts": COUNTS, "Row": ROW, "Error": ERROR},

@@ -196,14 +196,32 @@ def encode_record(events: Sequence[LabelEvent], key: str | None = None) -> bytes
 
     ``events`` are the events of one request whose counters fall in one
     partition (the caller groups them); ``"key"`` is left out when the
-    request has no idempotency key. Compact JSON, the events in the order
-    given.
+    request has no idempotency key. Compact JSON (as ``orjson.dumps`` writes
+    it), the events in the order given. Built from :func:`row_head`,
+    :func:`row_of` and :func:`record_of`, which ingest uses directly.
     """
-    rows = [[e.label, e.category, e.dom_id, e.ts_ms] for e in events]
-    doc: dict[str, object] = (
-        {"v": RECORD_VERSION, "key": key, "events": rows} if key else {"v": RECORD_VERSION, "events": rows}
-    )
-    return orjson.dumps(doc)
+    return record_of([row_of(row_head(e.label, e.category, e.dom_id), e.ts_ms) for e in events], key)
+
+
+@functools.lru_cache(maxsize=65_536)
+def row_head(label: str, category: str, dom_id: str) -> bytes:
+    """The start of the row of every event of one counter in a v2 record: ``["label","category","dom_id",``."""
+    return orjson.dumps([label, category, dom_id])[:-1] + b","
+
+
+def row_of(head: bytes, ts_ms: int) -> bytes:
+    """The row of an event of the counter whose rows start with ``head``, stamped ``ts_ms``."""
+    return head + b"%d]" % ts_ms
+
+
+_RECORD_START: Final = b'{"v":%d,' % RECORD_VERSION
+
+
+def record_of(rows: Sequence[bytes], key: str | None = None) -> bytes:
+    """The value of a v2 record holding ``rows`` (:func:`row_of`), keyed by ``key`` (or not)."""
+    if key:
+        return b"".join((_RECORD_START, b'"key":', orjson.dumps(key), b',"events":[', b",".join(rows), b"]}"))
+    return b"".join((_RECORD_START, b'"events":[', b",".join(rows), b"]}"))
 
 
 def decode_record(value: bytes) -> EventRecord:

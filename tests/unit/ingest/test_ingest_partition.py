@@ -8,7 +8,7 @@ from kafka.partitioner import DefaultPartitioner
 
 from ingest import partition
 from ingest.partition import RememberingPartitioner
-from schema.event import LabelEvent, encode_key
+from schema.event import LabelEvent, encode_key, encode_record, record_of, row_of
 
 
 def cluster_with(topic: str, partitions: int) -> Any:
@@ -75,6 +75,23 @@ def test_grouping_follows_a_change_of_the_partition_count(monkeypatch: pytest.Mo
         cluster = cluster_with("t", partitions)
         for p, group in ours.group(counters(100), set(range(partitions))).items():
             assert {default.partition("t", encode_key(e), encode_key(e), None, b"v", cluster) for e in group} == {p}
+
+
+@pytest.mark.parametrize("partitions", [1, 6, 7, 12])
+def test_the_batch_path_chooses_the_partition_kafka_pythons_default_would(partitions: int) -> None:
+    from ingest.publish import KafkaPublisher, PublishSettings
+
+    publisher = KafkaPublisher("127.0.0.1:1", "t", PublishSettings())
+    try:
+        cluster, default = cluster_with("t", partitions), DefaultPartitioner()
+        events = counters(3000)
+        for event in events + events:  # the second round comes from memory
+            tp, head = publisher._batches._route(event, set(range(partitions)))
+            key = encode_key(event)
+            assert tp == ("t", default.partition("t", key, key, None, b"v", cluster))
+            assert record_of([row_of(head, event.ts_ms)]) == encode_record([event])
+    finally:
+        publisher._producer.close(timeout=0)
 
 
 def test_send_and_the_batch_path_share_one_partitioner() -> None:

@@ -417,3 +417,23 @@ def test_get_stats_parameters_are_refused_as_read_parameters(query: dict[str, st
         heatmap.parse(query, date(2026, 11, 25))
     assert caught.value.field == field
     assert not isinstance(caught.value, IngestError)  # the read side's own error, not a beacon's
+
+
+def test_the_openapi_document_describes_the_idempotency_key_of_every_beacon_route(client: TestClient) -> None:
+    import re
+
+    from schema.event import InvalidField, check_idempotency_key
+
+    doc = client.get("/api/v1/openapi.json").json()
+    for path, method in (("/track/", "get"), ("/track/", "post"), ("/track.gif", "get")):
+        params = {(p["in"], p["name"]): p["schema"] for p in doc["paths"][path][method]["parameters"]}
+        assert set(params) >= {("header", "Idempotency-Key"), ("query", "idempotency_key")}, path
+        schema = params[("query", "idempotency_key")]
+        for key in ("0b7e9f1c-5d0a-4c3e-9a57-2f6a1d8e4b21", "a", "k" * 64, "", "k" * 65, "a.b", "a b", "é"):
+            allowed = bool(re.fullmatch(schema["pattern"].strip("^$"), key)) and len(key) <= schema["maxLength"]
+            try:
+                check_idempotency_key(key)
+                accepted = True
+            except InvalidField:
+                accepted = False
+            assert allowed == accepted, key

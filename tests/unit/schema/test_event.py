@@ -19,6 +19,9 @@ from schema.event import (
     encode_key,
     encode_record,
     fingerprint,
+    record_of,
+    row_head,
+    row_of,
 )
 
 
@@ -140,3 +143,18 @@ def test_every_send_of_one_request_has_one_fingerprint_whatever_its_times_and_or
     assert fingerprint(first) == fingerprint(again)
     assert fingerprint(first) != fingerprint(first[:2])
     assert fingerprint(first) != fingerprint([*first, LabelEvent("e", "", "", 1)])
+
+
+@pytest.mark.parametrize("key", [None, "0b7e9f1c-5d0a-4c3e-9a57-2f6a1d8e4b21", "k"])
+def test_a_v2_record_is_the_compact_json_of_its_document(key: str | None) -> None:
+    """Ingest writes records from cached row heads; what it writes is the JSON document the format names."""
+    events = [
+        LabelEvent("signup", "forms", "btn1", 1_764_000_000_000),
+        LabelEvent("page/view.x", "", "", 0),
+        LabelEvent("a_b-c", "c.at/x", "d_o-m.1", 99),
+    ]
+    for n in range(1, len(events) + 1):
+        rows = [[e.label, e.category, e.dom_id, e.ts_ms] for e in events[:n]]
+        doc = {"v": 2, "key": key, "events": rows} if key else {"v": 2, "events": rows}
+        assert encode_record(events[:n], key) == orjson.dumps(doc)
+        assert record_of([row_of(row_head(*e[:3]), e.ts_ms) for e in events[:n]], key) == orjson.dumps(doc)
