@@ -3,14 +3,17 @@
 Stages, in order:
 
 1. plan     which days; refuse open days (the live workers still write them) and
-            days the topic no longer holds; start and end offsets by timestamp
+            days the topic no longer holds; start and end offsets by timestamp,
+            and where to start reading so as to see the dedupe window before
 2. read     every partition's range, with a progress bar
-3. count    aggregator.count on a fresh in-memory table: the same rules as the
+3. dedupe   aggregator.dedupe on fresh in-memory keys, seeded from the records of
+            twice the dedupe window before the first day (see ``make_plan``)
+4. count    aggregator.count on a fresh in-memory table: the same rules as the
             live worker, so a replay can never disagree with it
-4. stage    the counts into ``daily_counts_replay`` / ``hourly_counts_replay``,
+5. stage    the counts into ``daily_counts_replay`` / ``hourly_counts_replay``,
             tagged with this run's id
-5. verify   what ClickHouse holds for the run equals what was counted
-6. swap     day by day, one ``INSERT ... SELECT`` per table and day (one part,
+6. verify   what ClickHouse holds for the run equals what was counted
+7. swap     day by day, one ``INSERT ... SELECT`` per table and day (one part,
             so readers see the old day or the new one, never half), with a
             version above every live one, and 0 for counters the topic no
             longer supports
@@ -19,9 +22,11 @@ A later replay gets a higher version than an earlier one, so running the same
 range twice gives the same counts, and a run that crashed halfway is safe to
 run again: days it did not swap keep their old counts.
 
-Record timestamps are the events' own times (ingest sets them), so a day's
-events start at the first offset stamped at or after its midnight: every
-earlier offset is stamped before it. Where they end cannot be told the same
+Record timestamps are the events' own times or their arrival (ingest sets
+them), so a day's events start at the first offset stamped at or after its
+midnight, less how far ahead a client's clock may be: every earlier offset
+is stamped before it. Reading starts twice the dedupe window earlier still
+(``make_plan``). Where they end cannot be told the same
 way (a client timestamp may lag its arrival), so the read goes on to the end
 of the topic as it was when the replay started.
 """
@@ -44,6 +49,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from aggregator.count import DictCountTable, Tally, Windows, count_batch
 from aggregator.decode import Message, decode_messages
+from aggregator.dedupe import Decided, Dedupe, DictSeenStore
 from schema.event import UndecodableEvent, day_of, decode, encode
 from schema.keys import SEP, CounterKey
 
@@ -63,6 +69,8 @@ class Plan:
     """partition -> first offset to read"""
     end: dict[int, int]
     """partition -> offset to stop before"""
+    window_ms: int = 0
+    """TALLY_DEDUPE_WINDOW_S, in ms: how long keys are held (aggregator.dedupe)"""
 
     @property
     def total(self) -> int:
@@ -80,6 +88,10 @@ class Counted:
     events_read: int = 0
     events_per_day: Counter[date] = field(default_factory=Counter)
     undecodable: int = 0
+    duplicates: int = 0
+    """Records dropped as repeats of a keyed request (aggregator.dedupe)."""
+    reused: int = 0
+    """Records dropped as a key reused for other counters."""
 
 
 def midnight_ms(day: date, tz: tzinfo) -> int:
@@ -94,8 +106,21 @@ def make_plan(
     *,
     tz: tzinfo,
     first_open_day: date,
+    window_ms: int = 0,
 ) -> Plan:
-    """Decide what to read, or refuse before anything is written."""
+    """Decide what to read, or refuse before anything is written.
+
+    Reading starts at the first record stamped at or after midnight of the
+    first day less twice the dedupe window (``window_ms``): every record
+    before it is stamped earlier (Kafka's ``offsets_for_times``), so the
+    partition's dedupe clock (aggregator.dedupe) is the same from there on in
+    the replay as in the live worker, and every decision about a record
+    stamped after midnight rests on keys of that read alone: a key held at
+    such a decision is less than a window old, so it came from a record
+    stamped after midnight less a window, whose own decision rested on keys
+    less than a window older, all of them read. Every record read is
+    decided; only the events of the days are counted.
+    """
     if last_day < first_day:
         raise ReplayRefused(f"--to {last_day} is before --from {first_day}")
     if last_day >= first_open_day:
@@ -109,23 +134,26 @@ def make_plan(
         raise ReplayRefused(f"topic {topic!r} does not exist")
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     end_of_topic = consumer.end_offsets(tps)
-    earliest = earliest_complete_day(consumer, topic, tz)
+    earliest = earliest_complete_day(consumer, topic, tz, lead_ms=2 * window_ms)
     if earliest is not None and first_day < earliest:
         raise ReplayRefused(
             f"the topic no longer holds all events of {first_day} (retention): the earliest complete day "
             f"is {earliest}; replay from there"
         )
-    since = midnight_ms(first_day, tz)
+    since = midnight_ms(first_day, tz) - 2 * window_ms
     starts = consumer.offsets_for_times({tp: since for tp in tps})
     start = {tp.partition: starts[tp].offset if starts[tp] else end_of_topic[tp] for tp in tps}
     # Read to the end: a record's place in the log follows its arrival, not its
     # event time, so events of the range may sit anywhere after the start.
     end = {tp.partition: end_of_topic[tp] for tp in tps}
-    return Plan(first_day, last_day, start, end)
+    return Plan(first_day, last_day, start, end, window_ms)
 
 
-def earliest_complete_day(consumer: KafkaConsumer, topic: str, tz: tzinfo) -> date | None:
-    """None if no partition has lost events to retention; else the first day no partition lost any of."""
+def earliest_complete_day(consumer: KafkaConsumer, topic: str, tz: tzinfo, lead_ms: int = 0) -> date | None:
+    """None if no partition has lost events to retention; else the first day no partition lost any of.
+
+    With ``lead_ms``, neither any of the ``lead_ms`` before the day (what a replay reads for its dedupe keys).
+    """
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     beginning = consumer.beginning_offsets(tps)
     end = consumer.end_offsets(tps)
@@ -141,7 +169,7 @@ def earliest_complete_day(consumer: KafkaConsumer, topic: str, tz: tzinfo) -> da
             latest_first = first if latest_first is None else max(latest_first, first)
     if latest_first is None:
         return None
-    return day_of(latest_first, tz) + timedelta(days=1)
+    return day_of(latest_first + lead_ms, tz) + timedelta(days=1)
 
 
 class Batch(NamedTuple):
@@ -150,9 +178,15 @@ class Batch(NamedTuple):
     partition: int
     offsets: list[int]
     values: list[bytes]
+    timestamps: list[int] | None = None
+    """The records' Kafka timestamps (None: not known, the events' times stand in)."""
 
     def messages(self) -> list[Message]:
-        return [Message(self.partition, o, v) for o, v in zip(self.offsets, self.values, strict=True)]
+        if self.timestamps is None:
+            return [Message(self.partition, o, v) for o, v in zip(self.offsets, self.values, strict=True)]
+        return [
+            Message(self.partition, o, v, t) for o, v, t in zip(self.offsets, self.values, self.timestamps, strict=True)
+        ]
 
 
 def read(bootstrap: str, topic: str, plan: Plan, progress: Callable[[int], None]) -> Iterator[Batch]:
@@ -200,13 +234,14 @@ async def _batches(bootstrap: str, topic: str, plan: Plan) -> AsyncGenerator[Bat
                 stop = plan.end[tp.partition]
                 offsets = list(map(_OFFSET, records))
                 values = list(map(_VALUE, records))
+                stamps = list(map(_TIMESTAMP, records))
                 if None in values:  # a tombstone: no event, refused as undecodable
                     values = [b"" if v is None else v for v in values]
                 if offsets and offsets[-1] >= stop:
                     keep = bisect_left(offsets, stop)
-                    del offsets[keep:], values[keep:]
+                    del offsets[keep:], values[keep:], stamps[keep:]
                 if offsets:
-                    yield Batch(tp.partition, offsets, values)
+                    yield Batch(tp.partition, offsets, values, stamps)
                 if records and records[-1].offset >= stop - 1:
                     remaining.discard(tp)
                     consumer.pause(tp)
@@ -217,6 +252,7 @@ async def _batches(bootstrap: str, topic: str, plan: Plan) -> AsyncGenerator[Bat
 READ_MAX_RECORDS = 50_000
 _OFFSET = attrgetter("offset")
 _VALUE = attrgetter("value")
+_TIMESTAMP = attrgetter("timestamp")
 
 # The end of a value as ingest writes it (schema.event.encode: orjson, this
 # key order, no spaces): the time, with no leading zero, last. Splitting a
@@ -247,10 +283,17 @@ class Recount:
     first offset (seen again) -- goes through
     ``decode_messages`` and ``count_batch`` event by event, as the worker
     does. Both paths leave the table as ``count_batch`` would.
+
+    Before counting, every record goes through ``aggregator.dedupe`` as in
+    the worker: the fast path's values are v1 records, which hold no key and
+    only move their partition's clock; any other goes the slow way.
     """
 
     def __init__(self, plan: Plan, tz: tzinfo) -> None:
         self.counted = Counted(DictCountTable())
+        self.dedupe = Dedupe(DictSeenStore(), plan.window_ms)
+        self.clocks: dict[int, int] = {}
+        """partition -> its dedupe clock so far"""
         self.first_day = plan.first_day
         self.last_day = plan.last_day
         self.windows = Windows(tz)
@@ -265,13 +308,25 @@ class Recount:
         if not (batch.offsets and self._add_fast(batch)):
             self._add_slowly(batch)
 
+    def _decide(self, batch: Batch, dropped: list[Message]) -> Decided:
+        """Dedupe ``batch``'s records as the worker does; hold the keys it counted."""
+        partition = batch.partition
+        records = decode_messages(batch.messages(), dropped)
+        decided = self.dedupe.decide(partition, records, -1, self.clocks.get(partition, -1))
+        self.dedupe.hold(partition, decided)
+        self.clocks[partition] = decided.clock
+        return decided
+
     def _add_slowly(self, batch: Batch) -> None:
         """What the live worker does, event by event."""
         self.slow_batches += 1
         counted, windows = self.counted, self.windows
         dropped: list[Message] = []
+        decided = self._decide(batch, dropped)
+        counted.duplicates += len(decided.duplicates)
+        counted.reused += len(decided.reused)
         records = []
-        for record in decode_messages(batch.messages(), dropped):
+        for record in decided.kept:
             kept = []
             for event in record.events:
                 day = windows.of(event.ts_ms)[2]
@@ -285,7 +340,7 @@ class Recount:
 
     def _add_fast(self, batch: Batch) -> bool:
         """Count ``batch`` if it qualifies (see the class); False, touching nothing, if it does not."""
-        partition, offsets, values = batch
+        partition, offsets, values, _ = batch
         # Offsets increase within the batch, and (below) every counter it
         # touches was last counted from this partition, before the batch's
         # first offset: count_batch would count every event.
@@ -343,6 +398,10 @@ class Recount:
             table.set(key, Tally(n if tally is None else tally.counter + n, offset, partition))
         self.counted.events_per_day.update(per_day)
         self.fast_batches += 1
+        stamps = batch.timestamps or times
+        clock = max(stamp if stamp >= 0 else ts for stamp, ts in zip(stamps, times, strict=True))
+        if clock > self.clocks.get(partition, -1):
+            self.clocks[partition] = clock
         return True
 
     def _counters(self, parts: set[bytes]) -> dict[bytes, str] | None:
@@ -554,11 +613,15 @@ def replay(
     tz: tzinfo,
     first_open_day: date,
     dry_run: bool,
+    window_ms: int,
     on_plan: Callable[[Plan], None] = lambda plan: None,
     on_read: Callable[[int], None] = lambda n: None,
 ) -> Outcome:
-    """Plan, read, count; then, unless ``dry_run``, stage, verify and swap day by day."""
-    plan = make_plan(consumer, topic, first_day, last_day, tz=tz, first_open_day=first_open_day)
+    """Plan, read, dedupe, count; then, unless ``dry_run``, stage, verify and swap day by day.
+
+    ``window_ms`` is the live workers' dedupe window (TALLY_DEDUPE_WINDOW_S).
+    """
+    plan = make_plan(consumer, topic, first_day, last_day, tz=tz, first_open_day=first_open_day, window_ms=window_ms)
     on_plan(plan)
     counted = count(read(bootstrap, topic, plan, on_read), plan, tz)
     reports = compare(client, plan, counted, tz)

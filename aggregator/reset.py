@@ -7,7 +7,9 @@ With every worker stopped:
    changelog topic, and local state directories;
 2. clear the open days' rows in ClickHouse (the workers will recount them);
 3. point the consumer group at the first event that may belong to an open day
-   (midnight of the oldest open day, less how far a client timestamp may lag);
+   (midnight of the oldest open day, less how far a client timestamp may lag,
+   and at least twice the dedupe window: the workers rebuild their
+   idempotency keys from there, as a replay does -- aggregator.replay);
 4. replay every closed day the topic may still hold (``oldest_day``, from the
    topic's retention, on; aggregator.replay).
 
@@ -53,6 +55,7 @@ def reset(
     tz: tzinfo,
     first_open_day: date,
     max_past_s: int,
+    window_s: int,
     oldest_day: date,
     on_read: Callable[[int], None] = lambda n: None,
 ) -> replay.Outcome | None:
@@ -69,7 +72,10 @@ def reset(
         client.execute(statement, {"first_open": first_open_day})
 
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    since = replay.midnight_ms(first_open_day, tz) - max_past_s * 1000
+    # Back far enough for a client timestamp's lag, and for the dedupe keys of
+    # twice the window before the open days (aggregator.replay.make_plan):
+    # the workers decide every record they read, count those of open days.
+    since = replay.midnight_ms(first_open_day, tz) - max(max_past_s, 2 * window_s) * 1000
     found = consumer.offsets_for_times({tp: since for tp in tps})
     ends = consumer.end_offsets(tps)
     start = {tp: OffsetAndMetadata(found[tp].offset if found[tp] else ends[tp], "", -1) for tp in tps}
@@ -77,12 +83,12 @@ def reset(
 
     # Record timestamps are event times, not in offset order: the oldest day the
     # topic may hold is what retention allows, unless it has already dropped some.
-    earliest = replay.earliest_complete_day(consumer, topic, tz)
+    earliest = replay.earliest_complete_day(consumer, topic, tz, lead_ms=2 * window_s * 1000)
     first = max(earliest or oldest_day, oldest_day)
     last_closed = first_open_day - timedelta(days=1)
     if first > last_closed:
         return None
     return replay.replay(
         consumer, client, bootstrap, topic, first, last_closed,
-        tz=tz, first_open_day=first_open_day, dry_run=False, on_read=on_read,
+        tz=tz, first_open_day=first_open_day, dry_run=False, window_ms=window_s * 1000, on_read=on_read,
     )  # fmt: skip

@@ -30,6 +30,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from aggregator import replay
+from aggregator.settings import WorkerSettings
 from bench.worker_load import counter_keys, preload, zipf_picker
 from schema import migrations
 from schema.event import LabelEvent, encode, encode_key
@@ -101,6 +102,7 @@ def run_replay(topic: str, day: datetime, settings: ClickHouseSettings, *, dry_r
         outcome = replay.replay(
             c, client, BOOTSTRAP, topic, day.date(), day.date(),
             tz=UTC, first_open_day=datetime.now(UTC).date() - timedelta(days=2), dry_run=dry_run,
+            window_ms=WorkerSettings().dedupe_window_s * 1000,
         )  # fmt: skip
     c.close()
     return outcome.counted.events_read

@@ -227,6 +227,7 @@ def _replay(first: date, last: date, *, dry_run: bool) -> int:
                 tz=settings.day_tz,
                 first_open_day=first_open_day(datetime.now(settings.day_tz), settings.window_days),
                 dry_run=dry_run,
+                window_ms=settings.dedupe_window_s * 1000,
                 on_plan=lambda plan: progress.update(task, total=plan.total),
                 on_read=on_read,
             )  # fmt: skip
@@ -244,8 +245,9 @@ def _replay(first: date, last: date, *, dry_run: bool) -> int:
         )
     console.print(summary)
     console.print(
-        f"read {outcome.counted.events_read:,} events ({outcome.counted.undecodable:,} undecodable) "
-        f"from offsets {outcome.plan.start} to {outcome.plan.end}"
+        f"read {outcome.counted.events_read:,} records ({outcome.counted.undecodable:,} undecodable, "
+        f"{outcome.counted.duplicates:,} repeats of a keyed request and {outcome.counted.reused:,} reused keys "
+        f"dropped) from offsets {outcome.plan.start} to {outcome.plan.end}"
     )
     return 0
 
@@ -281,6 +283,7 @@ def _reset(state_dirs: list[Path] | None) -> int:
                 tz=settings.day_tz,
                 first_open_day=first_open_day(datetime.now(settings.day_tz), settings.window_days),
                 max_past_s=IngestSettings.from_env(os.environ).limits.max_client_ts_past_s,
+                window_s=settings.dedupe_window_s,
                 oldest_day=datetime.now(settings.day_tz).date() - timedelta(days=settings.kafka.retention_days),
             )  # fmt: skip
     except ResetRefused as refused:
@@ -293,7 +296,7 @@ def _reset(state_dirs: list[Path] | None) -> int:
         console.print("no closed day in the topic to replay")
     else:
         console.print(f"closed days {outcome.plan.first_day}..{outcome.plan.last_day} rebuilt "
-                      f"from {outcome.counted.events_read:,} events")  # fmt: skip
+                      f"from {outcome.counted.events_read:,} records")  # fmt: skip
     console.print("workers' state forgotten; start the workers (tally worker / make up) to recount the open days")
     return 0
 
