@@ -17,7 +17,8 @@
 // and counted in tally.dropped. Any other answer ends the batch (a 4xx: it is
 // bad, sending it again would not help). When the page goes away nothing can
 // wait for an answer: the batches waiting, the one in flight and the queue
-// leave by navigator.sendBeacon, else fetch with keepalive, else an image pixel.
+// leave by navigator.sendBeacon, else fetch with keepalive, else an image pixel;
+// should a hidden page come back, those beacons are sent again by fetch.
 (function (window, document, navigator) {
   "use strict";
   if (window.tally && window.tally.track) return; // loaded twice: one set of listeners, one count per click
@@ -40,6 +41,7 @@
   };
   const queue = []; // events not in a batch yet: {label, category, dom_id, ts}
   const outbox = []; // batches, oldest first: {key, events, tries, since (ms of its first send, 0: not sent)}
+  let left = []; // batches sent as beacons when the page was hidden: sent again should it come back
   let timer = 0;
   let busy = false; // one request in flight at a time (outbox[0]), so batches stay in order
   let holdUntil = 0; // after a failed send, nothing leaves before this (except when the page goes away)
@@ -115,8 +117,11 @@
       // Every batch leaves now with its key, the one in flight too: if its fetch arrives as well, it counts once.
       while (nextBatch()) {
         const batch = outbox.shift();
-        if (!expired(batch)) beacon(batch);
-        else tally.dropped += batch.events.length;
+        if (!expired(batch)) {
+          batch.since = batch.since || Date.now();
+          left.push(batch);
+          beacon(batch);
+        } else tally.dropped += batch.events.length;
       }
       return;
     }
@@ -158,6 +163,7 @@
     failures = 0;
     const at = outbox.indexOf(batch);
     if (at >= 0) outbox.splice(at, 1); // (not there if it left as a beacon meanwhile)
+    left = left.filter((other) => other !== batch); // counted: no need to send it again
   }
 
   function failed(batch, retryAfter) {
@@ -168,6 +174,14 @@
       outbox.splice(at, 1); // given up: its next send would come too late
       tally.dropped += batch.events.length;
     }
+  }
+
+  // The page is back (a tab shown again, a page restored from the back-forward cache): a beacon's answer is never
+  // seen, so what left as one is sent again, under the same key, to hear that it was counted.
+  function back() {
+    outbox.unshift.apply(outbox, left.filter((batch) => !expired(batch) && outbox.indexOf(batch) < 0));
+    left = [];
+    queued();
   }
 
   // The page is going away: no answer will be read, so the most reliable way first.
@@ -266,7 +280,8 @@
     true,
   );
   window.addEventListener("pagehide", () => flush(true));
-  document.addEventListener("visibilitychange", () => document.visibilityState === "hidden" && flush(true));
+  document.addEventListener("visibilitychange", () => (document.visibilityState === "hidden" ? flush(true) : back()));
+  window.addEventListener("pageshow", (event) => event.persisted && back());
   window.addEventListener("online", () => flush());
   if (early && early.length) track(early);
 })(window, document, navigator);

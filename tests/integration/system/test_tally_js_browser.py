@@ -509,6 +509,14 @@ def hide(page: Page) -> None:
     )
 
 
+def show(page: Page) -> None:
+    """The visitor switches back: the page is visible again."""
+    page.evaluate(
+        """() => { Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
+                   document.dispatchEvent(new Event('visibilitychange')); }"""
+    )
+
+
 def test_batches_on_interval_when_full_and_when_hidden(visit: Visit, site: Site) -> None:
     page = visit.page
     open_page(visit, site, 'data-interval="400"')
@@ -572,7 +580,7 @@ def test_a_batch_keeps_its_key_through_every_retry_and_into_the_beacon(visit: Vi
     assert fake.answered[5:] == [400]
 
     fake.status = 503  # Tally away; the visitor leaves while the batch waits for its next try
-    page.evaluate("() => tally.options.backoff = 60000")
+    page.evaluate("() => tally.options.backoff = 3000")  # the next try in 1.5 to 3 s
     page.click("#a")
     until(page, lambda: fake.answered[6:] == [503], 5)
     hide(page)
@@ -583,6 +591,19 @@ def test_a_batch_keeps_its_key_through_every_retry_and_into_the_beacon(visit: Vi
     assert beacon.post_data == waiting.post_data
     assert len({key_of(r) for r in visit.beacons()}) == 3  # one key per batch
     assert page.evaluate("() => tally.dropped") == 0
+
+    # The visitor comes back: a beacon's answer is never seen, so the batch goes again, under its key, by fetch
+    # (once Tally's backoff is over).
+    fake.status = 202
+    show(page)
+    until(page, lambda: len(visit.beacons()) == 9, 8)
+    again = visit.beacons()[8]
+    assert again.resource_type == "fetch" and key_of(again) == key_of(beacon) and again.post_data == beacon.post_data
+    until(page, lambda: fake.answered[-1:] == [202], 5)
+    hide(page)  # nothing waits: nothing leaves
+    show(page)
+    page.wait_for_timeout(300)
+    assert len(visit.beacons()) == 9
 
 
 def test_retries_are_bounded_then_sending_goes_on(visit: Visit, site: Site) -> None:
