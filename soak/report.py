@@ -359,7 +359,7 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         "",
         "Faults, with the windows before, during (from the fault to the service answering again) and after "
         f"({s.window_s:.0f} s)",
-        f"  {'window':<48} {'s':>5} {'req/s':>7} {'ev/s':>7} {'2xx %':>6} {'503/s':>6} {'unans/s':>7} "
+        f"  {'window':<48} {'s':>5} {'sends/s':>7} {'ev/s':>7} {'2xx %':>6} {'503/s':>6} {'unans/s':>7} "
         f"{'p50 ms':>7} {'p99 ms':>8} {'fresh p50':>9} {'p99':>6} {'max':>6}",
     ]
     recovery: list[tuple[str, bool, str]] = []
