@@ -193,8 +193,10 @@
     else pixel(batch);
   }
 
-  // The last resort, 20 events a request: each with a key of its own, made from the batch's.
+  // The last resort, 20 events a request: each with a key of its own, made from the batch's (so the batch
+  // is not sent again under its own key should the page come back: that would be another request).
   function pixel(batch) {
+    left = left.filter((other) => other !== batch);
     const labels = batch.events.map((e) => [e.label, e.category, e.dom_id].join(":"));
     for (let i = 0; labels.length; i++)
       new Image().src =
