@@ -1,16 +1,22 @@
 """How fast ingest takes beacons on one core, beside its two floors. ``make bench-ingest``.
 
-    flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest [--duration 10] [--profile]
+    flock /tmp/tally-bench.lock .venv/bin/python -m bench.ingest [--duration 10] [--profile] [--before DIR] [--rounds N]
 
-Three servers, one at a time, each pinned to core 1 (``taskset -c 1``),
-loaded by ``wrk`` pinned to core 0:
+Three servers (four with ``--before``), all pinned to core 1 (``taskset -c 1``),
+loaded one at a time by ``wrk`` pinned to core 0:
 
     nginx     (b) ``return 204`` (bench/ingest_nginx.conf): the floor of any HTTP server here
     baseline  (a) the ingest app with a publisher that acks at once (bench/ingest_baseline.py)
+    before    with ``--before DIR``: ``tally ingest`` of another checkout (e.g. ``git archive``
+              of an older commit), on the same topic: the before of a before/after
     ingest    ``tally ingest``, publishing to the running Kafka (acks=all) on a topic of its own
 
-and two cases: GET beacons with 3 labels, and POST JSON batches of 100
-events (bench/ingest_post.lua). For each: requests/s and events/s, latency
+and four cases: GET beacons with 3 labels, POST JSON batches of 100 events
+(bench/ingest_post.lua), and both again with an idempotency key of its own
+on every request (bench/ingest_keyed.lua: in the query string for GET, the
+``Idempotency-Key`` header for JSON). Each case runs on each server in
+turn (``--rounds N``: N times, the median shown), so that what else the
+machine does meanwhile falls on all servers alike. For each: requests/s and events/s, latency
 p50/p99, the server's own CPU time, and the ratios to (a) and (b). The
 table goes to stdout and to bench/results/ingest.txt with the machine, the
 versions and the command. After the runs the ingest topic is read: it must
@@ -27,8 +33,7 @@ the latencies with care.
 that holds the interpreter, sampled from core 0) and prints what each part
 of a request costs, in CPU microseconds per request: each part's share of
 the samples times the server's CPU time per request. ``--checkout DIR``
-serves the ingest code of another checkout (e.g. ``git archive`` of an
-older commit) for before/after figures.
+serves the ingest code of another checkout instead of this one.
 
 Needs: the local stack's Kafka (``make up``), ``wrk`` and ``nginx`` (Debian
 packages, installed with apt-get if missing). The Kafka broker is not
@@ -51,7 +56,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -468,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also serve the ingest code of this checkout (e.g. `git archive` of an older commit), as `before`",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "ingest.txt", help="where the report goes")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every case on every server this many times; report the median"
+    )
     parser.add_argument("--only", choices=SERVERS, action="append", help="only these servers")
     args = parser.parse_args(argv)
     if (os.cpu_count() or 1) < 2:
@@ -513,11 +521,13 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
 
     ensure_topic(bootstrap, topic, 6)
     try:
-        with tempfile.TemporaryDirectory(prefix="tally-bench-ingest-") as tmp_name:
+        with tempfile.TemporaryDirectory(prefix="tally-bench-ingest-") as tmp_name, ExitStack() as running:
             tmp = Path(tmp_name)
-            for server in SERVERS:
-                if server not in servers:
-                    continue
+            # Every server runs from the start, idle but for its turn: each case is run on each
+            # server in turn, so that a change in what else the machine does meanwhile
+            # falls on all of them alike, rather than on whichever server came last.
+            urls: dict[str, tuple[str, int]] = {}
+            for server in (s for s in SERVERS if s in servers):
                 checkout: Path = args.before if server == "before" else args.checkout
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
@@ -525,22 +535,28 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
                 command, ready = server_argv(server, port, tmp, checkout)
                 # In the checkout's directory: `python -m` puts the working directory before PYTHONPATH.
                 server_env = {**env, "TALLY_INGEST_PORT": str(port), "PYTHONPATH": python_path(checkout)}
-                with serving(command, ready, server_env, tmp / "servers.log", checkout.resolve()) as pid:
-                    for case in case_list:
+                pid = running.enter_context(
+                    serving(command, ready, server_env, tmp / f"{server}.log", checkout.resolve())
+                )
+                urls[server] = (url, pid)
+            measured: dict[tuple[str, str], list[Run]] = {}
+            for round_ in range(args.rounds):
+                for case in case_list:
+                    for server, (url, pid) in urls.items():
                         runs = [wrk(url, case, args.warmup, args.connections, tmp, pid)]
                         runs.append(wrk(url, case, args.duration, args.connections, tmp, pid))
-                        results[(case.name, server)] = run = runs[-1]
+                        measured.setdefault((case.name, server), []).append(run := runs[-1])
                         print(
-                            f"  {case.what:<32} {run.rps:>8,.0f} req/s  {run.per_cpu_s:>8,.0f} req/CPU-s  "
+                            f"  {case.what:<32} {server:<9} {run.rps:>8,.0f} req/s  {run.per_cpu_s:>8,.0f} req/CPU-s  "
                             f"p50 {run.p50_ms:.2f} ms  p99 {run.p99_ms:.2f} ms",
                             flush=True,
                         )
-                        if server == "ingest" and args.profile:
+                        if server == "ingest" and args.profile and round_ == 0:
                             profiled[case.name], costs[case.name] = profile(
                                 pid, url, case, args.duration, args.connections, tmp
                             )
                             runs.append(profiled[case.name])
-                        elif args.profile_dir is not None and server == "baseline":
+                        elif args.profile_dir is not None and server == "baseline" and round_ == 0:
                             profile(pid, url, case, args.duration, args.connections, tmp)
                         if args.profile_dir is not None and (tmp / f"profile-{case.name}.txt").exists():
                             args.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -549,6 +565,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
                             )
                         if server in ("ingest", "before"):
                             answered += sum((r.requests - r.non_2xx) * case.events_per_request for r in runs)
+            for place, runs in measured.items():  # the median run of each, by CPU time per request
+                results[place] = sorted(runs, key=lambda r: r.per_cpu_s)[len(runs) // 2]
         publishing = "ingest" in servers or "before" in servers
         on_topic = events_on_topic(bootstrap, topic) if publishing else 0
     finally:
@@ -561,7 +579,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, bootstrap: str) -> in
         f"Machine: {machine()}; server pinned to core {SERVER_CORE}, wrk to core {LOAD_CORE}.",
         *versions(env),
         f"wrk: 1 thread, {args.connections} connections, {args.duration:g} s per run after {args.warmup:g} s "
-        "of warm-up, a browser User-Agent. Ingest on a topic of its own: 6 partitions, acks=all, compression "
+        f"of warm-up, a browser User-Agent; each case on each server in turn, {args.rounds} round(s), the median "
+        "(by req/CPU-s) shown. Ingest on a topic of its own: 6 partitions, acks=all, compression "
         f"{IngestSettings.from_env(env).publish.compression}.",
         "req/CPU-s: requests per CPU second of the server process (what one core sustains); /(a), /(b): its",
         "ratio to the floors'. others: the share of the server's core that other processes took meanwhile.",

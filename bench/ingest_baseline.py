@@ -24,7 +24,7 @@ from schema.event import LabelEvent
 class InstantPublisher:
     """Acks every event at once, without encoding or sending it."""
 
-    async def publish(self, events: Sequence[LabelEvent]) -> None:
+    async def publish(self, events: Sequence[LabelEvent], key: str | None = None) -> None:
         return None
 
     def ready(self) -> bool:

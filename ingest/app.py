@@ -118,7 +118,11 @@ def create_app(
                 if "track" in settings.routes
                 else []
             ),
-            *(ReadApi(settings.query, settings.day_tz).routes() if "query" in settings.routes else []),
+            *(
+                ReadApi(settings.query, settings.day_tz, beacons="track" in settings.routes).routes()
+                if "query" in settings.routes
+                else []
+            ),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),

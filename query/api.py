@@ -37,12 +37,13 @@ STATS_PAGE: Final = Path(__file__).resolve().parent.parent / "web" / "stats"
 class ReadApi:
     """The query routes of one app; holds its token check and its cache (the reader is the lifespan's)."""
 
-    def __init__(self, settings: QuerySettings, day_tz: ZoneInfo) -> None:
+    def __init__(self, settings: QuerySettings, day_tz: ZoneInfo, beacons: bool = False) -> None:
+        """``beacons``: the process also serves the beacon routes, which the OpenAPI document then describes."""
         self.settings = settings
         self.day_tz = day_tz
         self.tokens = ReadTokens(settings.read_tokens)
         self.cache = QueryCache(settings.cache_ttl_s, settings.cache_max_rows)
-        self._openapi = document(settings)
+        self._openapi = document(settings, beacons)
 
     def routes(self) -> list[BaseRoute]:
         return [

@@ -1,7 +1,7 @@
 """The OpenAPI 3.0 document of the read API, built from the parameter specs of :mod:`query.params`.
 
-It also describes the beacon routes (``/track/``, ``/track.gif``) that the
-same process serves (:mod:`ingest.track`): their parameters, the
+It also describes the beacon routes (``/track/``, ``/track.gif``) when the
+same process serves them (:mod:`ingest.track`): their parameters, the
 idempotency key (its rule from :mod:`schema.event`) and their answers.
 """
 
@@ -267,7 +267,8 @@ def _track() -> dict[str, Any]:
     }
 
 
-def document(settings: QuerySettings) -> dict[str, Any]:
+def document(settings: QuerySettings, beacons: bool = False) -> dict[str, Any]:
+    """The document of the routes one process serves: the read API, and the beacon routes if ``beacons``."""
     return {
         "openapi": "3.0.3",
         "info": {
@@ -279,7 +280,7 @@ def document(settings: QuerySettings) -> dict[str, Any]:
         "paths": {
             **{f"/api/v1/{endpoint}": _operation(endpoint, settings) for endpoint in ENDPOINT_PARAMS},
             "/get_stats/": _get_stats(),
-            **_track(),
+            **(_track() if beacons else {}),
         },
         "components": {
             "schemas": {"Counts": COUNTS, "Row": ROW, "Error": ERROR},

@@ -27,7 +27,11 @@ def publish_past_days(services: Services) -> Truth:
             events.append(event)
             truth[(day, event.label, event.category, event.dom_id)] += 1
     publisher = KafkaPublisher(services.stack.settings.kafka.bootstrap, services.topic, PublishSettings())
-    asyncio.run(publisher.publish(events))
+
+    async def one_request_per_event() -> None:  # as beacons come: many records per partition, each of one time
+        await asyncio.gather(*(publisher.publish([event]) for event in events))
+
+    asyncio.run(one_request_per_event())
     publisher.close()
     return truth
 

@@ -51,3 +51,53 @@ def test_counts_stay_exact_through_kill_9_and_restart(services: Services) -> Non
     services.start_worker()
     eventually(lambda: daily_stats(services.clickhouse) == sent, timeout_s=60)
     assert sum(sent.values()) == 700
+
+
+def send(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, data=data, headers={"User-Agent": "Mozilla/5.0", **(headers or {})})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def test_every_keyed_request_counts_once_however_often_it_is_sent(services: Services) -> None:
+    """Every way to send, keyed, each request sent one to three times (some at once): each counts once.
+
+    The dedupe window is short (60 s), and one keyed batch carries client
+    times older than it: the window runs on the partition's clock, not on
+    the request's times, so its repeat is still recognised.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from time import time
+    from urllib.parse import quote
+
+    services.start_ingest()
+    services.start_worker(TALLY_DEDUPE_WINDOW_S="60")
+    url = services.ingest_url
+    now_ms = int(time() * 1000)
+    expected: Counter[tuple[str, str, str]] = Counter()
+    sends: list[tuple[str, bytes | None, dict[str, str]]] = []
+    for n in range(60):
+        key = f"req-{n}-{now_ms}"
+        labels = f"k{n % 5}:c:d{n % 3}|page_view|k{n % 4}:c2"
+        counters = [(f"k{n % 5}", "c", f"d{n % 3}"), ("page_view", "", ""), (f"k{n % 4}", "c2", "")]
+        way = n % 4
+        if way == 0:
+            request = (f"{url}/track/?labels={quote(labels)}", None, {"Idempotency-Key": key})
+        elif way == 1:
+            request = (f"{url}/track.gif?labels={quote(labels)}&idempotency_key={key}", None, {})
+        elif way == 2:
+            request = (f"{url}/track/?idempotency_key={key}", labels.encode(), {"Content-Type": "text/plain"})
+        else:
+            old = now_ms - 120_000 if n % 8 == 3 else now_ms  # older than the window
+            events = [{"label": label, "category": cat, "dom_id": dom, "ts": old} for label, cat, dom in counters]
+            body = json.dumps({"events": events}).encode()
+            request = (f"{url}/track/", body, {"Content-Type": "application/json", "Idempotency-Key": key})
+        expected.update(counters)
+        sends += [request] * (1 + n % 3)
+    for _ in range(20):  # unkeyed: every send counts
+        sends.append((f"{url}/track/?labels=plain", None, {}))
+        expected[("plain", "", "")] += 1
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda r: send(*r), sends))
+    assert set(statuses) <= {200, 202}, Counter(statuses)
+    assert eventually(lambda: daily_stats(services.clickhouse) == expected, timeout_s=60)

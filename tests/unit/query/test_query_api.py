@@ -437,3 +437,14 @@ def test_the_openapi_document_describes_the_idempotency_key_of_every_beacon_rout
             except InvalidField:
                 accepted = False
             assert allowed == accepted, key
+
+
+def test_a_process_serving_only_the_read_api_documents_no_beacon_route() -> None:
+    from dataclasses import replace
+
+    from tests.support.fakes import DEFAULTS, FakeReader, running
+
+    with running(FakePublisher(), replace(DEFAULTS, routes=frozenset({"query"})), FakeReader()) as client:
+        paths = client.get("/api/v1/openapi.json").json()["paths"]
+    assert "/get_stats/" in paths
+    assert "/track/" not in paths and "/track.gif" not in paths
