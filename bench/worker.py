@@ -17,6 +17,11 @@
    (f) for comparison, a prototype of the worker's own design (count_batch,
        changelog, commit, ClickHouse roll-up) on a plain aiokafka loop
        (bench/worker_plain.py): what Faust's per-event machinery costs.
+   (g) one worker on the same events as v2 records of 10-50 events (one
+       request's events per partition, as ingest publishes them), no keys;
+   (h) the same records, each with an idempotency key of its own (the
+       dedupe stage looks up and holds every one): keyed against (g), and
+       (g) against (a); and what the keys held cost in memory at (h)'s rate.
    Then (a) once more under py-spy, for where the time goes.
 3. Freshness: one worker, events published through ingest's publisher at
    half of (a)'s rate; ack -> visible in daily_stats, p50 and p99.
@@ -41,11 +46,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from aggregator.settings import WorkerSettings
 from bench.worker_clickhouse_kafka import EngineRun, run_kafka_engine
 from bench.worker_freshness import Freshness, measure_freshness
 from bench.worker_load import backlog, preload, topic_size
 from bench.worker_plain import run_plain
 from bench.worker_profile import Profile, py_spy_available, read_profile, recorder
+from bench.worker_records import as_records, bytes_per_key, records_bench
 from bench.worker_runs import Bench, WorkerRun, pinned, run_json, run_workers
 from schema.settings import clickhouse_client
 
@@ -217,6 +224,23 @@ def freshness_lines(fresh: Freshness | str | None) -> list[str]:
     ]
 
 
+def records_lines(
+    a: WorkerRun | str, g: WorkerRun | str, h: WorkerRun | str, records: int, events: int, per_key: float
+) -> list[str]:
+    if not (isinstance(a, WorkerRun) and isinstance(g, WorkerRun) and isinstance(h, WorkerRun)):
+        return ["v2 records: a run failed (see the table)"]
+    keys_per_s = h.steady_rate * records / events
+    window_s = WorkerSettings().dedupe_window_s
+    return [
+        f"v2 records against v1 one-event records: (g) / (a) = {g.steady_rate / a.steady_rate:.2f} "
+        f"({g.steady_rate:,.0f} against {a.steady_rate:,.0f} events/s)",
+        f"keyed against unkeyed: (h) / (g) = {h.steady_rate / g.steady_rate:.2f} (target >= 0.9)",
+        f"dedupe state: {per_key:,.0f} bytes a key held (memory store: table entry + expiry queue; tracemalloc);",
+        f"  at (h)'s rate, {keys_per_s:,.0f} keyed records/s, a worker holds {keys_per_s * window_s:,.0f} keys "
+        f"in TALLY_DEDUPE_WINDOW_S={window_s} s: {keys_per_s * window_s * per_key / 2**30:,.1f} GiB",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=500_000)
@@ -241,6 +265,10 @@ def main() -> int:
         floor_argv = [sys.executable, "-m", "bench.worker_floor", "--bootstrap", bench.bootstrap]
         floor_argv += ["--topic", bench.topic, "--events", str(bench.events)]
         c = attempt("(c) raw aiokafka loop", lambda: json.loads(run_json(pinned(1, floor_argv), 600)))
+        unkeyed, keyed = as_records(events, keyed=False), as_records(events, keyed=True)
+        g = attempt("(g) one worker, v2 records", lambda: run_workers(records_bench(bench, unkeyed, "v2"), "g", [1]))
+        h = attempt("(h) one worker, keyed v2", lambda: run_workers(records_bench(bench, keyed, "v2keyed"), "h", [1]))
+        per_key = bytes_per_key()
         d = attempt("(d) ClickHouse Kafka engine", lambda: run_kafka_engine(bench))
         e = attempt("(e) two workers", lambda: run_workers(bench, "e", [0, 1]))
         f = attempt("(f) the worker's design without Faust", lambda: run_plain(bench))
@@ -269,6 +297,8 @@ def main() -> int:
         engine_row(d),
         worker_row(e, "(e) 2 tally workers (scale-out)", "2"),
         worker_row(f, "(f) prototype: count.py's design, plain aiokafka", "1"),
+        worker_row(g, f"(g) tally worker, v2 records ({unkeyed.records:,}), no keys", "1"),
+        worker_row(h, f"(h) tally worker, v2 records ({keyed.records:,}), keyed", "1"),
     ]
     if isinstance(profiled, WorkerRun):
         rows.append(worker_row(profiled, "    (a) again, under py-spy", "1"))
@@ -286,6 +316,10 @@ def main() -> int:
         "(d) writes a block every 65,536 rows or 7.5 s (stream_flush_interval_ms): if all N land in its first",
         "flush, its events/s is a floor set by that timer; its events/CPU-s counts the server's CPU over the run.",
         "(f) is not a worker (no rebalance handling, no recovery): it shows what Faust's per-event path costs.",
+        "(g), (h): the same events as (a), as v2 records of 10-50 events (one request's events in one partition);",
+        "(h) with an idempotency key per record, every one looked up and held by the dedupe stage.",
+        "",
+        *records_lines(a, g, h, keyed.records, keyed.total, per_key),
         "",
         *freshness_lines(fresh),
         "",
@@ -296,7 +330,7 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     say(f"wrote {args.output}")
-    runs = [a, b, e]
+    runs = [a, b, e, g, h]
     failed = [r for r in runs if not isinstance(r, WorkerRun) or not r.exact]
     return 1 if failed or isinstance(c, str) else 0
 

@@ -91,23 +91,33 @@ def backlog(n: int, distinct: int = 2000, seed: int = 1, span_s: float = 6 * 360
 
 
 def preload(
-    bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]], timestamps: Sequence[int] | None = None
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes]],
+    timestamps: Sequence[int] | None = None,
+    partitions: Sequence[int] | None = None,
 ) -> float:
     """Put ``messages`` on ``topic`` as fast as Python can; return the seconds it took.
 
     ``timestamps`` (epoch ms, one per message) become the records' timestamps, as
-    ingest sets them; without them Kafka stamps the send time.
+    ingest sets them; without them Kafka stamps the send time. ``partitions``
+    (one per message) put each where ingest put it (v2 records, whose Kafka key
+    is an idempotency key or none); without them, the partition of the key.
 
     aiokafka's batch builder (C-accelerated) with full batches sent straight to
     each partition's leader, acks from the leader only: loading speed is not
     what the benchmark measures, only that every message is there, in the
     partition ingest would have picked (kafka-python's murmur2 of the key).
     """
-    return asyncio.run(_preload(bootstrap, topic, messages, timestamps))
+    return asyncio.run(_preload(bootstrap, topic, messages, timestamps, partitions))
 
 
 async def _preload(
-    bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]], timestamps: Sequence[int] | None
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes]],
+    timestamps: Sequence[int] | None,
+    chosen: Sequence[int] | None,
 ) -> float:
     from aiokafka import AIOKafkaProducer
     from kafka.partitioner.default import murmur2  # what ingest's producer (kafka-python) partitions by
@@ -124,9 +134,13 @@ async def _preload(
         sends: list[asyncio.Future[Any]] = []
         for i, (key, value) in enumerate(messages):
             timestamp = None if timestamps is None else timestamps[i]
-            partition = by_key.get(key)
-            if partition is None:
-                partition = by_key[key] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            if chosen is not None:
+                partition = chosen[i]
+            else:
+                assert key is not None
+                partition = by_key.get(key)
+                if partition is None:
+                    partition = by_key[key] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = producer.create_batch()

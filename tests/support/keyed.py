@@ -1,8 +1,9 @@
 """Keyed requests published as v2 records, each sent one to three times, as clients that retry send them.
 
-Each request is one idempotency key and several events; a send publishes, as
-ingest does, one record per partition its counters hash to
-(ingest.partition), with the key. A send that Kafka did not take whole is
+Each request is one idempotency key and several events; a send publishes it
+through ingest's publisher (``KafkaPublisher.publish_blocking``: one record
+per partition its counters fall in, with the key), or, where a test chooses
+the records' time, as the same records from a producer of its own. A send that Kafka did not take whole is
 sent again until it is (a client retrying a 503). The truth is the events of
 every distinct request that was taken at least once.
 """
@@ -14,7 +15,7 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaProducer
 
 from ingest.partition import RememberingPartitioner
+from ingest.publish import KafkaPublisher, PublishSettings
 from schema.event import LabelEvent, encode_record
 from tests.support.servers import PARTITIONS
 
@@ -55,6 +57,9 @@ class KeyedLoad:
             request_timeout_ms=10_000,
             max_block_ms=10_000,
         )
+        # Generous waits, as tests.support.load's: what is measured is the worker, not ingest's limits.
+        patient = PublishSettings(delivery_timeout_ms=30_000, max_block_ms=10_000)
+        self.publisher = KafkaPublisher(bootstrap, topic, patient)
         self.topic = topic
         self.rng = random.Random(seed)
         self.partitioner = RememberingPartitioner()
@@ -95,24 +100,30 @@ class KeyedLoad:
         return request
 
     def records(self, request: Request) -> dict[int, list[LabelEvent]]:
-        """The request's events grouped by the partition their counters hash to, as ingest publishes them."""
-        partitions = range(PARTITIONS)
-        grouped: dict[int, list[LabelEvent]] = defaultdict(list)
-        for event in request.events:
-            grouped[self.partitioner.choose(event.counter_key.encode(), partitions)].append(event)
-        return grouped
+        """The request's events grouped by the partition their counters fall in, as ingest publishes them."""
+        return self.partitioner.group(request.events, range(PARTITIONS))
 
     def send(self, request: Request, record_ms: int | None = None) -> bool:
-        """One send of ``request``: a record per partition; True if Kafka took all of them."""
+        """One send of ``request`` (through ingest's publisher, unless ``record_ms`` stamps its records).
+
+        True if Kafka took all of its records.
+        """
         self.sends += 1
-        stamp = time.time_ns() // 1_000_000 if record_ms is None else record_ms
+        if record_ms is None:
+            try:
+                self.publisher.publish_blocking(request.events, request.key)
+            except Exception:  # a 503: sent again, as a client does
+                self.failed_sends += 1
+                return False
+            request.taken = True
+            return True
         futures = [
             self.producer.send(
                 self.topic,
                 value=encode_record(events, request.key),
                 key=request.key.encode(),
                 partition=partition,
-                timestamp_ms=stamp,
+                timestamp_ms=record_ms,
             )
             for partition, events in self.records(request).items()
         ]
@@ -175,3 +186,4 @@ class KeyedLoad:
         if self._thread.is_alive():
             self._thread.join()
         self.producer.close()
+        self.publisher.close()

@@ -90,10 +90,11 @@ def test_a_key_reused_for_other_counters_is_dropped_and_reported(services: Servi
     services.start_worker()
     load = KeyedLoad(services.stack.settings.kafka.bootstrap, services.topic, seed=23)
     truth: Counter[tuple[str, str, str]] = Counter()
-    reused = 0
+    reused = keys = 0
     for _ in range(200):
         first = load.request(labels=3)
         load.send_all(first)
+        keys += len(load.records(first))  # a key is held per partition its request reached
         truth.update((e.label, e.category, e.dom_id) for e in first.events)
         # The same key, other counters in the same partitions: the client's bug.
         other = load.request(labels=0, key=first.key)
@@ -104,14 +105,16 @@ def test_a_key_reused_for_other_counters_is_dropped_and_reported(services: Servi
     assert reused > 50
     assert_exact(services, truth)
     assert metric(services, "1", 'tally_worker_repeats_dropped_total{reason="key_reused"}') == reused
+    assert metric(services, "1", "tally_worker_dedupe_keys") == keys
+    assert metric(services, "1", "tally_worker_dedupe_oldest_key_age_seconds") > 0
 
 
 def same_partition_other_counter(load: KeyedLoad, event: LabelEvent) -> LabelEvent:
     """Another counter whose events go to the same partition as ``event``'s."""
-    partition = load.partitioner.choose(event.counter_key.encode(), range(PARTITIONS))
+    partition = set(load.partitioner.group([event], range(PARTITIONS)))
     for n in range(1000):
         other = event._replace(dom_id=f"other{n}")
-        if load.partitioner.choose(other.counter_key.encode(), range(PARTITIONS)) == partition:
+        if set(load.partitioner.group([other], range(PARTITIONS))) == partition:
             return other
     raise AssertionError("no counter found")
 
