@@ -215,6 +215,8 @@ async def _batches(bootstrap: str, topic: str, plan: Plan) -> AsyncGenerator[Bat
     from aiokafka.structs import TopicPartition as AioTP
 
     remaining = {AioTP(topic, p) for p, start in plan.start.items() if start < plan.end[p]}
+    if not remaining:
+        return
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap.split(","),
         group_id=None,

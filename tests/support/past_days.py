@@ -28,10 +28,11 @@ def publish_past_days(services: Services) -> Truth:
             truth[(day, event.label, event.category, event.dom_id)] += 1
     publisher = KafkaPublisher(services.stack.settings.kafka.bootstrap, services.topic, PublishSettings())
 
-    async def one_request_per_event() -> None:  # as beacons come: many records per partition, each of one time
-        await asyncio.gather(*(publisher.publish([event]) for event in events))
+    async def one_request_each() -> None:  # as many records as events, oldest first, as clients sent them
+        for event in events:
+            await publisher.publish([event])
 
-    asyncio.run(one_request_per_event())
+    asyncio.run(one_request_each())
     publisher.close()
     return truth
 
