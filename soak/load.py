@@ -17,10 +17,20 @@ seconds whatever the answers do; latency counts from when it was due):
   nothing counted).
 
 Labels follow a Zipf-like popularity; each label comes with a few
-(category, dom_id) pairs. Every request's outcome is kept: the events of a
-2xx answer (minus the ones it reports dropped) are what must be counted;
-events of a 503 or of a request that got no answer must not be (they are
-kept apart, to explain a difference should one appear).
+(category, dom_id) pairs.
+
+Every request has an idempotency key (a UUID; in the ``Idempotency-Key``
+header for JSON batches, in the ``idempotency_key`` parameter for the rest,
+as tally.js and sendBeacon send it), and is sent again under it, with the
+same body, until it gets an answer that is neither a 503 nor a 429: after
+no answer (refused, reset, or nothing within ``timeout_s``), a 503 of
+either kind or a 429, with an exponential backoff with jitter and at least
+``Retry-After``, for ``retry_for_s`` at most (well inside the worker's
+``TALLY_DEDUPE_WINDOW_S``). Every send is recorded; a request's outcome is
+its last answer: the events of a 2xx (minus the ones it reports dropped)
+are what must be counted, exactly; those of a 4xx never. A request that
+never got such an answer gave up: its events may or may not be counted,
+and any such request fails the run.
 
 Probes: twice a second a beacon for a counter of its own
 (``soak_probe:probe:pN``); freshness is from its 2xx to its count showing in
@@ -35,6 +45,7 @@ import itertools
 import json
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,16 +83,21 @@ class LoadSettings:
     seed: int = 9
     probe_every_s: float = 0.5
     max_in_flight: int = 512
-    """Past this many requests waiting, a due request is not sent (and counted as such)."""
+    """Past this many requests waiting for an answer, a due request is not sent (and counted as such)."""
     timeout_s: float = 30.0
+    """A send without an answer this long is given up, and the request sent again."""
+    retry_for_s: float = 300.0
+    """No send of a request starts later than this after its first (TALLY_DEDUPE_WINDOW_S is an hour)."""
+    backoff_s: float = 0.5
+    """The first wait before a request is sent again; it doubles (with jitter), at most 30 s, at least Retry-After."""
 
 
 @dataclass
 class Record:
-    """One request, as the client saw it."""
+    """One send of a request, as the client saw it."""
 
     due: float
-    """Epoch seconds when it was due."""
+    """Epoch seconds when it was due (the request's first send: when the request was due)."""
     latency: float
     """From due to answer (or failure), seconds."""
     kind: str
@@ -89,6 +105,8 @@ class Record:
     """HTTP status; 0 when no answer came (refused, reset, timed out)."""
     accepted: int
     """Events the answer says are in Kafka."""
+    attempt: int = 0
+    """0 for a request's first send, n for its n-th send again."""
 
 
 @dataclass
@@ -98,10 +116,12 @@ class Outcomes:
     records: list[Record] = field(default_factory=list)
     expected: Counter[Key] = field(default_factory=Counter)
     """Events answered 2xx: what must be counted."""
-    uncertain: Counter[Key] = field(default_factory=Counter)
-    """Events of a 503 that says ``recorded: unknown`` or of a request without an answer: may be counted."""
-    not_recorded: Counter[Key] = field(default_factory=Counter)
-    """Events of a 503 that says ``recorded: none``: no allowance is made for them."""
+    gave_up: Counter[Key] = field(default_factory=Counter)
+    """Events of requests still without a final answer after ``retry_for_s``: a failure of the run."""
+    sent_again: Counter[str] = field(default_factory=Counter)
+    """Sends again, by what the previous send got: "no answer", "503 none", "503 unknown", "429"."""
+    answered_in: list[float] = field(default_factory=list)
+    """Seconds from each request's due time to its final answer (2xx or 4xx), retries included."""
     refused: Counter[Key] = field(default_factory=Counter)
     """Good-looking events of refused (4xx) requests or dropped as invalid or bot: must never be counted."""
     anomalies: list[str] = field(default_factory=list)
@@ -112,7 +132,7 @@ class Outcomes:
     after: dict[str, float] = field(default_factory=dict)
     """Named instants (e.g. when ingest was restarted), to split 2xx events by the process that took them."""
     expected_since: dict[str, Counter[str]] = field(default_factory=dict)
-    """For each instant in ``after`` once set: 2xx events per day of requests due after it."""
+    """For each instant in ``after`` once set: 2xx events per day of sends made after it."""
 
 
 class Universe:
@@ -253,34 +273,65 @@ class Load:
         counters: list[Counter3] | list[tuple[Counter3, int | None]],
         judge: Any,
     ) -> int:
-        self.in_flight += 1
-        status, answer, dropped_header, recorded = 0, b"", None, None
-        try:
-            async with session.request(method, self.url + path, headers=headers, data=body) as response:
-                answer = await response.read()
-                status = response.status
-                dropped_header = response.headers.get("X-Tally-Dropped")
-                recorded = response.headers.get("X-Tally-Recorded")
-        except (aiohttp.ClientError, TimeoutError):
-            status = 0
-        finally:
-            self.in_flight -= 1
-        answered = time.time()
-        keys = [self._key(*_with_ts(c), due, answered) for c in counters]
-        counted, refused = judge(status, answer, dropped_header, keys, self.outcomes.anomalies, kind)
+        """Send the request under a key of its own until it gets a final answer; record every send."""
+        key = str(uuid.uuid4())
+        if kind in ("json", "mixed_json", "bad_json", "bad_type"):
+            headers = {**headers, "Idempotency-Key": key}
+        else:
+            path += ("&" if "?" in path else "?") + f"idempotency_key={key}"
         o = self.outcomes
+        sent_at = due
+        for attempt in itertools.count():
+            status, answer, dropped_header, recorded, retry_after = await self._send_once(
+                session, method, path, headers, body
+            )
+            answered = time.time()
+            keys = [self._key(*_with_ts(c), due, answered) for c in counters]
+            final = status not in (0, 429, 503)
+            counted, refused = judge(status, answer, dropped_header, keys, o.anomalies, kind) if final else ([], [])
+            o.records.append(
+                Record(sent_at, answered - sent_at, kind, status, len(counted) if 200 <= status < 300 else 0, attempt)
+            )
+            if final:
+                break
+            wait = min(self.settings.backoff_s * 2.0**attempt, 30.0) * (0.5 + self.rng.random() / 2)
+            wait = max(wait, retry_after)
+            if answered + wait - due > self.settings.retry_for_s:
+                o.gave_up.update(keys)
+                o.anomalies.append(f"{kind}: no final answer within {self.settings.retry_for_s:.0f} s, last {status}")
+                return status
+            o.sent_again["no answer" if not status else f"503 {recorded}" if status == 503 else str(status)] += 1
+            await asyncio.sleep(wait)
+            sent_at = time.time()
+        o.answered_in.append(answered - due)
         if 200 <= status < 300:
             o.expected.update(counted)
             for name, since in list(o.after.items()):
-                if due >= since:
+                if sent_at >= since:
                     o.expected_since[name].update(k[0] for k in counted)
-        elif status == 503 and recorded == "none":
-            o.not_recorded.update(keys)
-        elif status == 503 or status == 0:
-            o.uncertain.update(keys)
         o.refused.update(refused)
-        o.records.append(Record(due, answered - due, kind, status, len(counted) if 200 <= status < 300 else 0))
         return status
+
+    async def _send_once(
+        self, session: aiohttp.ClientSession, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, bytes, str | None, str | None, float]:
+        """(status, body, X-Tally-Dropped, X-Tally-Recorded, Retry-After in seconds); status 0: no answer."""
+        self.in_flight += 1
+        try:
+            async with session.request(method, self.url + path, headers=headers, data=body) as response:
+                answer = await response.read()
+                retry_after = response.headers.get("Retry-After", "")
+                return (
+                    response.status,
+                    answer,
+                    response.headers.get("X-Tally-Dropped"),
+                    response.headers.get("X-Tally-Recorded"),
+                    float(retry_after) if retry_after.isdigit() else 0.0,
+                )
+        except (aiohttp.ClientError, TimeoutError):
+            return 0, b"", None, None, 0.0
+        finally:
+            self.in_flight -= 1
 
     def _key(self, counter: Counter3, ts_ms: int | None, sent: float, answered: float) -> Key:
         if ts_ms is not None:
@@ -399,10 +450,9 @@ def _all_or_nothing(
     kind: str,
     expect_dropped: int = 0,
 ) -> tuple[list[Key], list[Key]]:
-    """Every event counts on a 2xx; the answer must say so."""
+    """Every event counts on a 2xx; the answer must say so. (Judged on a final answer only: not 0, 429, 503.)"""
     if not 200 <= status < 300:
-        if status not in (0, 503):
-            anomalies.append(f"{kind}: status {status} for a good request: {answer[:200]!r}")
+        anomalies.append(f"{kind}: status {status} for a good request: {answer[:200]!r}")
         return [], []
     if kind == "pixel":
         accepted = len(keys) - int(dropped or 0)
@@ -420,7 +470,7 @@ def _refused(expected: int) -> Any:
     def judge(
         status: int, answer: bytes, dropped: str | None, keys: list[Key], anomalies: list[str], kind: str
     ) -> tuple[list[Key], list[Key]]:
-        if status not in (expected, 0):  # no answer: ingest was down
+        if status != expected:
             anomalies.append(f"{kind}: status {status}, expected {expected}: {answer[:200]!r}")
         if 200 <= status < 300:  # should not happen; then its events are in Kafka
             return keys, []
@@ -437,8 +487,7 @@ def _bot_judge(
         if doc.get("accepted") != 0 or int(dropped or 0) != len(keys):
             anomalies.append(f"bot: accepted {doc.get('accepted')}, dropped {dropped} of {len(keys)}")
         return [], keys
-    if status not in (0, 503):
-        anomalies.append(f"bot: status {status}")
+    anomalies.append(f"bot: status {status}")
     return [], []
 
 

@@ -3,9 +3,13 @@
 Reconciliation, per (day, label, category, dom_id) over every counter that
 was sent, counted or served: the events answered 2xx (client side) ==
 ``daily_stats`` == the sum of the day's ``hourly_stats`` == what
-``/api/v1/counts`` serves; per (day, dom_id, label), ``/get_stats/`` ==
-the 2xx events summed over categories. Events of refused or bot requests
-appear nowhere (they would be a difference: nothing expects them). A
+``/api/v1/counts`` serves, exactly; per (day, dom_id, label),
+``/get_stats/`` == the 2xx events summed over categories. Every request
+carries an idempotency key and is sent again until it gets a final answer
+(soak.load), so no event has an allowance: one counted twice, or one of a
+request that got a 503 or no answer and then its 2xx, counted other than
+once, is a difference. Events of refused or bot requests appear nowhere
+(they would be a difference: nothing expects them). A
 server-stamped event whose request straddled a real midnight may count on
 either day: for its counter the days are compared summed.
 """
@@ -42,8 +46,6 @@ class Reconciliation:
     """Per key: each source's count."""
     differences: list[Key]
     get_stats_differences: list[str]
-    counted_uncertain: int = 0
-    """Events of 503'd or unanswered requests found counted: Kafka took them after the request gave up."""
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     """(what, passed, detail): the reconciliation metrics and the other checks."""
 
@@ -88,22 +90,27 @@ def reconcile(run: Run, stack: SoakStack) -> Reconciliation:
     ambiguous = {k[1:] for k in outcomes.expected if k[0] == "?"}
     if ambiguous:
         sources = {name: _collapse(counts, ambiguous) for name, counts in sources.items()}
-    uncertain = _collapse(outcomes.uncertain, ambiguous) if ambiguous else outcomes.uncertain
     keys = set().union(*sources.values())
     values = {key: {name: counts.get(key, 0) for name, counts in sources.items()} for key in keys}
-    differences = sorted(key for key, v in values.items() if not _reconciled(v, uncertain.get(key, 0)))
-    result = Reconciliation(
-        values, differences, _get_stats_differences(stack, daily, days, ambiguous), _counted_uncertain(values)
+    differences = sorted(key for key, v in values.items() if len(set(v.values())) != 1)
+    result = Reconciliation(values, differences, _get_stats_differences(stack, daily, days, ambiguous))
+    gave_up = sum(outcomes.gave_up.values())
+    result.checks.append(
+        (
+            "every request got a final answer (not 503, 429 or none) within its retries",
+            not gave_up,
+            f"{gave_up:,} events of requests that never did" if gave_up else "all did",
+        )
     )
     never = {
         k
         for k in outcomes.refused
-        if k not in outcomes.expected and k not in outcomes.uncertain and k[1:] not in ambiguous
+        if k not in outcomes.expected and k not in outcomes.gave_up and k[1:] not in ambiguous
     }
     counted_never = sorted(k for k in never if daily.get(k))
     result.checks.append(
         (
-            "events of refused requests and bots counted nowhere they were not also sent in a 2xx (or a 503)",
+            "events of refused requests and bots counted nowhere they were not also sent in a 2xx",
             not counted_never,
             f"{len(never)} such counters, {len(counted_never)} counted"
             + (f": {counted_never[:5]}" if counted_never else ""),
@@ -126,27 +133,6 @@ def reconcile(run: Run, stack: SoakStack) -> Reconciliation:
         )
     )
     return result
-
-
-def _reconciled(counts: dict[str, int], uncertain: int) -> bool:
-    """ClickHouse (daily, hourly) and the API agree exactly, and hold every 2xx event once.
-
-    Beyond those, they may hold events of requests whose answer was a 503 or
-    never came (``uncertain``), and only as many: when Kafka stops, a record
-    can reach the log after its request gave up waiting, and a client cannot
-    tell (docs/limits.md). An event answered 2xx missing, or counted
-    twice, shows up as a difference either way.
-    """
-    stored = {counts[name] for name in SOURCES[1:]}
-    if len(stored) != 1:
-        return False
-    (count,) = stored
-    return counts["2xx"] <= count <= counts["2xx"] + uncertain
-
-
-def _counted_uncertain(values: dict[Key, dict[str, int]]) -> int:
-    """Events of 503'd or unanswered requests that reached Kafka anyway (and so are counted)."""
-    return sum(max(v["clickhouse"] - v["2xx"], 0) for v in values.values())
 
 
 def _rows(client: Any, view: str) -> Counter[Key]:
@@ -257,7 +243,7 @@ def _metric_checks(
     want = dict(sorted((since if since is not None else by_day).items()))
     exact = {d: n for d, n in want.items() if n}
     ok = sum(accepted.values()) == sum(want.values()) if ambiguous else accepted == exact
-    whose = "requests sent after the ingest restart" if since is not None else "all requests"
+    whose = "sends made after the ingest restart" if since is not None else "all requests"
     checks.append(
         (
             f"tally_ingest_events_accepted_by_day_total (the running ingest) == 2xx events of {whose}, per day",
@@ -315,17 +301,19 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
     records = o.records
     t0 = run.started
     statuses = Counter(r.status for r in records)
+    requests = [r for r in records if r.attempt == 0]
     answered = [r.latency for r in records if r.status]
     fresh = [f for _, f in run.freshness]
     load_s = run.load_ended - t0
     events = sum(o.expected.values())
-    bad = sum(1 for r in records if r.kind in ("bad_label", "too_many", "url_label", "bad_type", "bad_json", "bot"))
+    bad = sum(1 for r in requests if r.kind in ("bad_label", "too_many", "url_label", "bad_type", "bad_json", "bot"))
     figures = {
         "load_seconds": load_s,
-        "requests": len(records),
+        "requests": len(requests),
+        "sent_again": len(records) - len(requests),
         "events_2xx": events,
         "events_per_s": events / load_s,
-        "requests_per_s": len(records) / load_s,
+        "requests_per_s": len(requests) / load_s,
         "latency_p50_ms": 1000 * pct(answered, 50),
         "latency_p99_ms": 1000 * pct(answered, 99),
         "latency_max_ms": 1000 * max(answered, default=float("nan")),
@@ -348,10 +336,19 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         f"day zone {s.day_tz}; simulated day boundary (client timestamps of JSON events): "
         + (f"{run.boundary.isoformat()}" if run.boundary else "none (a real midnight instead)"),
         "",
-        "Load (client side; latency from when each request was due, answered requests only)",
-        f"  requests        {len(records):,} ({len(records) / load_s:,.1f}/s); not sent (client backlog) {o.not_sent}",
-        "  answers         " + ", ".join(f"{k if k else 'no answer'}: {v:,}" for k, v in sorted(statuses.items())),
-        f"  bad requests    {bad:,} ({100 * bad / max(len(records), 1):.1f} %), plus JSON batches with invalid events",
+        "Load (client side; every request keyed and sent again until a final answer; latency from when each send "
+        "was due, answered sends only)",
+        f"  requests        {len(requests):,} ({len(requests) / load_s:,.1f}/s); "
+        f"not sent (client backlog) {o.not_sent}",
+        f"  sent again      {len(records) - len(requests):,} sends, after "
+        + (", ".join(f"{why}: {n:,}" for why, n in sorted(o.sent_again.items())) or "nothing")
+        + f"; gave up {sum(1 for a in o.anomalies if 'no final answer' in a):,} requests",
+        "  answers         "
+        + ", ".join(f"{k if k else 'no answer'}: {v:,}" for k, v in sorted(statuses.items()))
+        + " (every send)",
+        f"  final answer    from due, retries included: p50 {1000 * pct(o.answered_in, 50):.1f} ms, "
+        f"p99 {1000 * pct(o.answered_in, 99):.1f} ms, max {1000 * max(o.answered_in, default=float('nan')):.0f} ms",
+        f"  bad requests    {bad:,} ({100 * bad / max(len(requests), 1):.1f} %), plus JSON batches with invalid events",
         f"  events 2xx      {events:,} ({events / load_s:,.1f}/s)",
         f"  latency         p50 {figures['latency_p50_ms']:.1f} ms, p90 {1000 * pct(answered, 90):.1f} ms, "
         f"p99 {figures['latency_p99_ms']:.1f} ms, max {figures['latency_max_ms']:.0f} ms",
@@ -362,7 +359,7 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         "",
         "Faults, with the windows before, during (from the fault to the service answering again) and after "
         f"({s.window_s:.0f} s)",
-        f"  {'window':<48} {'s':>5} {'req/s':>7} {'ev/s':>7} {'2xx %':>6} {'503/s':>6} {'unans/s':>7} "
+        f"  {'window':<48} {'s':>5} {'sends/s':>7} {'ev/s':>7} {'2xx %':>6} {'503/s':>6} {'unans/s':>7} "
         f"{'p50 ms':>7} {'p99 ms':>8} {'fresh p50':>9} {'p99':>6} {'max':>6}",
     ]
     recovery: list[tuple[str, bool, str]] = []
@@ -411,26 +408,21 @@ def write_report(run: Run, rec: Reconciliation, machine: str) -> Report:
         lines.append(
             f"  {'day':<10} {'label':<14} {'category':<9} {'dom_id':<18} "
             + " ".join(f"{n:>10}" for n in SOURCES)
-            + f" {'unsure':>9} {'refused':>8}"
+            + f" {'gave up':>9} {'refused':>8}"
         )
         for key in rec.differences[:200]:
             v = rec.values[key]
             lines.append(
                 f"  {key[0]:<10} {key[1]:<14} {key[2]:<9} {key[3]:<18} "
                 + " ".join(f"{v[n]:>10}" for n in SOURCES)
-                + f" {o.uncertain.get(key, 0):>9} {o.refused.get(key, 0):>8}"
+                + f" {o.gave_up.get(key, 0):>9} {o.refused.get(key, 0):>8}"
             )
         if len(rec.differences) > 200:
             lines.append(f"  ... and {len(rec.differences) - 200} more")
     lines += [f"  {d}" for d in rec.get_stats_differences[:50]]
     lines.append(
-        f"  events of 503s that said recorded: unknown, or of unanswered requests: {sum(o.uncertain.values()):,}; "
-        f"found counted anyway (Kafka took them after their request gave up; docs/limits.md): "
-        f"{rec.counted_uncertain:,}"
-    )
-    lines.append(
-        f"  events of 503s that said recorded: none: {sum(o.not_recorded.values()):,} (no allowance: a counter "
-        "above its 2xx and unknown events is a difference)"
+        "  no allowance: every counter equals its 2xx events exactly, those of requests sent again after no answer "
+        "or a 503 of either kind included"
     )
     for what, ok, detail in rec.checks:
         lines.append(f"  [{'ok' if ok else 'FAIL'}] {what}: {detail}")

@@ -1,12 +1,15 @@
 """tally.js, the demo and the seed's snippet in real headless Chromium (Debian's), driven by Playwright.
 
 With the real pipeline (``tally ingest`` → Kafka → ``tally worker`` → ClickHouse): clicks on the
-demo, and a navigation right after a click, reach ``daily_stats`` exactly; the heat map colours and
-counts the links; a page on another origin sends through CORS; the library sends a batch again after
-503s and each event is counted once; the seed's jQuery snippet works unchanged.
+demo, and a navigation right after a click, reach ``daily_stats`` exactly; clicks through a network
+that loses answers after ingest took the request, and through 503s of both kinds, are each counted
+exactly once (the batch's idempotency key); the heat map colours and counts the links; a page on
+another origin sends through CORS; the library sends a batch again after 503s and each event is
+counted once; the seed's jQuery snippet works unchanged.
 
-Without servers (the library against a fake endpoint, Playwright answering): batching, the
-transports when the page goes away, the retry bound, do-not-track, no cookies.
+Without servers (the library against a fake endpoint, Playwright answering): batching, one key per
+batch through its retries and into the beacon, the transports when the page goes away, the retry
+bounds, do-not-track, no cookies.
 
 The browser says it is a desktop Chromium: ingest rightly drops "HeadlessChrome" as a bot.
 ``TALLY_UPDATE_SCREENSHOT=1`` writes the picture of the heat map in docs/tally-js.md, docs/heatmap.png.
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, expect, sync_playwright
@@ -326,7 +329,7 @@ def test_page_on_another_origin_sends_through_cors_and_through_503s(live: Servic
 
     until(page, lambda: visit.events_sent() == 5, 10)
     sent_before = len(visit.beacons())
-    visit.context.route("**/track/", tally_is_down)
+    visit.context.route(re.compile(r".*/track/(\?.*)?$"), tally_is_down)
     page.click("#buy")
     page.evaluate("() => tally.track('retry_probe:shop')")
     until(page, lambda: answers == [503, 503, 503, 0], 30)
@@ -363,6 +366,70 @@ def test_page_on_another_origin_sends_through_cors_and_through_503s(live: Servic
     assert all(r.url.startswith(live.ingest_url) for r in visit.beacons())
 
 
+def key_of(request: Request) -> str:
+    """The idempotency key a request of tally.js carries in its query ("" when none)."""
+    return parse_qs(urlsplit(request.url).query).get("idempotency_key", [""])[0]
+
+
+# What happens to each send of a batch, by the batch's number (cycling) and the send's: "lost" reaches ingest,
+# which counts it, and the browser never sees the answer; "unknown" reaches ingest too, and the browser sees a
+# 503 that says "recorded": "unknown"; "none" is a 503 that says "none" (it never reached ingest); "pass" is
+# ingest's own answer.
+FATES = (
+    ("lost", "unknown", "pass"),
+    ("none", "lost", "lost", "pass"),
+    ("unknown", "pass"),
+    ("pass",),
+)
+
+
+def test_lost_answers_and_503s_every_click_counts_exactly_once(live: Services, visit: Visit) -> None:
+    page = visit.page
+    sends: dict[str, list[str]] = {}  # key -> the fate of each of its sends, batches in the order they came
+    bodies: dict[str, set[str]] = {}
+
+    def unreliable_network(route: Route) -> None:
+        key = key_of(route.request)
+        plan = FATES[list(sends).index(key) % len(FATES)] if key in sends else FATES[len(sends) % len(FATES)]
+        fate = plan[min(len(sends.setdefault(key, [])), len(plan) - 1)]
+        sends[key].append(fate)
+        bodies.setdefault(key, set()).add(route.request.post_data or "")
+        if fate in ("lost", "unknown"):
+            route.fetch()  # ingest took it: its events are in Kafka
+        if fate == "lost":
+            route.abort("connectionreset")  # and the answer never reaches the page
+        elif fate in ("none", "unknown"):
+            route.fulfill(
+                status=503,
+                headers={"Retry-After": "0", "X-Tally-Recorded": fate},
+                json={"error": "unavailable", "recorded": fate, "message": "Kafka did not acknowledge in time"},
+            )
+        else:
+            route.fulfill(response=route.fetch())
+
+    visit.context.route(re.compile(r".*/track/.*"), unreliable_network)
+    page.goto(f"{live.ingest_url}/demo/")
+    loaded(page)
+    page.evaluate("() => Object.assign(tally.options, {interval: 100, backoff: 100, batch: 2})")
+    clicks = {"link1": 7, "link2": 5, "link3": 4, "link4": 2}
+    for n in range(max(clicks.values())):
+        for link, times in clicks.items():
+            if n < times:
+                page.click(f"#{link}")
+        page.wait_for_timeout(150)  # batches of a few clicks, each with its own fate
+
+    def answered() -> int:  # events of the batches whose last send got ingest's answer
+        return sum(len(json.loads(next(iter(bodies[k])))["events"]) for k, f in sends.items() if f[-1] == "pass")
+
+    until(page, lambda: answered() == sum(clicks.values()), 60)
+    assert len(sends) >= len(FATES) * 2, sends  # every plan was played, twice
+    assert all(re.fullmatch(r"[0-9a-f-]{36}", key) for key in sends)  # crypto.randomUUID, one per batch
+    assert all(len(b) == 1 for b in bodies.values())  # a batch's every send is the same request
+    assert all(f == list(FATES[i % len(FATES)]) for i, f in enumerate(sends.values())), sends
+    assert page.evaluate("() => tally.dropped") == 0
+    counts_become(page, live, {("link_clicked", "demo", link): n for link, n in clicks.items()})
+
+
 def test_seed_jquery_snippet_works_unchanged_from_the_same_origin(live: Services, visit: Visit) -> None:
     page = visit.page
     page.goto(f"{live.ingest_url}/demo/seed/")
@@ -387,17 +454,23 @@ def test_seed_jquery_snippet_works_unchanged_from_the_same_origin(live: Services
 
 @dataclass
 class FakeTally:
-    """Answers the library's requests on the site's own origin: ``status`` for POSTs, a GIF for the pixel."""
+    """Answers the library's requests on the site's own origin: the statuses of ``first`` in turn, then
+    ``status``, for POSTs (0: no answer at all), a GIF for the pixel."""
 
     status: int = 202
+    first: list[int] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
 
     def __call__(self, route: Route) -> None:
         if "/track.gif" in route.request.url:
             route.fulfill(status=200, content_type="image/gif", body=b"GIF89a")
             return
-        self.answered.append(self.status)
-        route.fulfill(status=self.status, headers={"Retry-After": "0"}, json={"accepted": 0})
+        status = self.first.pop(0) if self.first else self.status
+        self.answered.append(status)
+        if status == 0:
+            route.abort("connectionreset")
+        else:
+            route.fulfill(status=status, headers={"Retry-After": "0"}, json={"accepted": 0})
 
 
 def open_page(visit: Visit, site: Site, attributes: str = "", copies: int = 1) -> FakeTally:
@@ -436,6 +509,14 @@ def hide(page: Page) -> None:
     )
 
 
+def show(page: Page) -> None:
+    """The visitor switches back: the page is visible again."""
+    page.evaluate(
+        """() => { Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
+                   document.dispatchEvent(new Event('visibilitychange')); }"""
+    )
+
+
 def test_batches_on_interval_when_full_and_when_hidden(visit: Visit, site: Site) -> None:
     page = visit.page
     open_page(visit, site, 'data-interval="400"')
@@ -463,17 +544,66 @@ def test_batches_on_interval_when_full_and_when_hidden(visit: Visit, site: Site)
 
 def test_without_send_beacon_fetch_keepalive_then_the_pixel(visit: Visit, site: Site) -> None:
     page = visit.page
-    page.add_init_script("delete Navigator.prototype.sendBeacon")
+    # An old browser: no sendBeacon, and no crypto.randomUUID (a page served over plain http has none either).
+    page.add_init_script("delete Navigator.prototype.sendBeacon; delete Crypto.prototype.randomUUID")
     open_page(visit, site)
     page.click("#a")
     hide(page)
     until(page, lambda: len(visit.beacons()) == 1, 5)
     assert visit.beacons()[0].resource_type == "fetch"
-    page.evaluate("() => { window.fetch = undefined; tally.track('pixel_only:mail'); }")
+    page.evaluate("() => { window.fetch = undefined; tally.track('pixel_only:mail|pixel_only:mail:2'); }")
     hide(page)
     until(page, lambda: len(visit.beacons()) == 2, 5)
     assert visit.beacons()[1].method == "GET"
-    assert labels(visit.beacons()) == [["tap:ui:a"], ["pixel_only:mail:"]]
+    assert labels(visit.beacons()) == [["tap:ui:a"], ["pixel_only:mail:", "pixel_only:mail:2"]]
+    keys = [key_of(r) for r in visit.beacons()]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", keys[0])  # the fallback: 22 random characters of those allowed
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}-0", keys[1])  # a pixel's: its batch's and its number
+    assert keys[0] != keys[1][:-2]
+
+
+def test_a_batch_keeps_its_key_through_every_retry_and_into_the_beacon(visit: Visit, site: Site) -> None:
+    page = visit.page
+    fake = open_page(visit, site, 'data-backoff="50" data-interval="50"')
+    fake.first = [0, 503, 429, 500]  # no answer (it may have been counted), 503, 429, a proxy's 500: all sent again
+    page.click("#a")
+    until(page, lambda: fake.answered == [0, 503, 429, 500, 202], 10)
+    first = visit.beacons()
+    assert labels(first) == [["tap:ui:a"]] * 5
+    assert len({key_of(r) for r in first}) == 1 and key_of(first[0])
+    assert len({r.post_data for r in first}) == 1  # the same events, with their first timestamps
+
+    fake.status = 400  # a bad batch: sending it again would not help
+    page.click("#b")
+    until(page, lambda: fake.answered[5:] == [400], 5)
+    page.wait_for_timeout(500)
+    assert fake.answered[5:] == [400]
+
+    fake.status = 503  # Tally away; the visitor leaves while the batch waits for its next try
+    page.evaluate("() => tally.options.backoff = 3000")  # the next try in 1.5 to 3 s
+    page.click("#a")
+    until(page, lambda: fake.answered[6:] == [503], 5)
+    hide(page)
+    until(page, lambda: len(visit.beacons()) == 8, 5)
+    waiting, beacon = visit.beacons()[6:]
+    assert beacon.resource_type == "ping"
+    assert key_of(beacon) == key_of(waiting) != key_of(first[0])  # the same request: it counts once
+    assert beacon.post_data == waiting.post_data
+    assert len({key_of(r) for r in visit.beacons()}) == 3  # one key per batch
+    assert page.evaluate("() => tally.dropped") == 0
+
+    # The visitor comes back: a beacon's answer is never seen, so the batch goes again, under its key, by fetch
+    # (once Tally's backoff is over).
+    fake.status = 202
+    show(page)
+    until(page, lambda: len(visit.beacons()) == 9, 8)
+    again = visit.beacons()[8]
+    assert again.resource_type == "fetch" and key_of(again) == key_of(beacon) and again.post_data == beacon.post_data
+    until(page, lambda: fake.answered[-1:] == [202], 5)
+    hide(page)  # nothing waits: nothing leaves
+    show(page)
+    page.wait_for_timeout(300)
+    assert len(visit.beacons()) == 9
 
 
 def test_retries_are_bounded_then_sending_goes_on(visit: Visit, site: Site) -> None:
@@ -487,6 +617,16 @@ def test_retries_are_bounded_then_sending_goes_on(visit: Visit, site: Site) -> N
     page.click("#b")
     until(page, lambda: fake.answered == [503, 503, 503, 202], 10)
     assert labels(visit.beacons()) == [["tap:ui:a"]] * 3 + [["tap:ui:b"]]
+
+    # Bounded in time too: no send later than retryFor after the batch's first, so well inside Tally's window.
+    page.evaluate("() => Object.assign(tally.options, {retries: 100, retryFor: 600, backoff: 150})")
+    fake.status = 0
+    started = time.monotonic()
+    page.click("#a")
+    until(page, lambda: page.evaluate("() => tally.dropped") == 2, 10)
+    assert time.monotonic() - started < 3
+    tries = fake.answered[4:]
+    assert 2 <= len(tries) <= 4 and set(tries) == {0}  # 150, 300 ms... until the next would pass 600 ms
 
 
 def test_do_not_track_is_respected_when_the_site_asks(visit: Visit, site: Site) -> None:
