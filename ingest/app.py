@@ -26,6 +26,7 @@ from ingest.errors import IngestError, as_response
 from ingest.metrics import IngestMetrics
 from ingest.observe import Observed, metrics_page, sample_producer_forever
 from ingest.pipeline import Pipeline
+from ingest.protocol import check_versions as check_http_versions
 from ingest.publish import KafkaPublisher, Publisher
 from ingest.settings import IngestSettings
 from ingest.track import Beacons, Served, track, track_pixel, track_post
@@ -65,6 +66,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        check_http_versions()  # uvicorn and httptools: ingest.protocol uses their internals (the publisher: Kafka's)
         publisher = (publisher_factory or _kafka_publisher)(settings) if "track" in settings.routes else None
         reader = (reader_factory or _stats_reader)(settings) if "query" in settings.routes else None
         metrics = IngestMetrics(

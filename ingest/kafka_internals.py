@@ -58,7 +58,7 @@ NO_HEADERS: Final = ()
 
 
 class UnprovedVersion(RuntimeError):
-    """kafka-python is not the release ingest's use of its internals is proved with."""
+    """A library whose internals ingest uses (kafka-python, uvicorn, httptools) is not the release it is proved with."""
 
 
 def installed_version() -> str:

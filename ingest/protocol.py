@@ -21,11 +21,21 @@ whole, so a client cannot make ingest hold more than about one read of it.
 
 ``tally ingest`` serves with it (``http=ONE_WRITE_HTTP``); so does the
 ingest benchmark's floor (a).
+
+uvicorn has no public API for either: this module subclasses its httptools
+protocol and uses the names in :data:`HOOKED`, the only module of Tally
+that names them. They hold only for the releases of :data:`PROVED` (pinned
+in ``pyproject.toml``): :func:`check_versions` refuses any other when
+ingest's app starts, and ``tests/unit/ingest/test_protocol.py`` holds a
+contract test per name, failing with the name when an upgrade removes or
+changes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+from collections.abc import Mapping
 from typing import Any, Final
 
 import httptools
@@ -33,6 +43,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ingest.answer import refused
 from ingest.errors import HeadersTooLarge
+from ingest.kafka_internals import UnprovedVersion
 from ingest.metrics import IngestMetrics
 from ingest.validate import Limits
 
@@ -42,6 +53,45 @@ LINGER_S: Final = 1.0
 """How long a refused connection's further bytes are read and dropped before it is closed."""
 REQUEST_LINE_ALLOWANCE: Final = 4096
 """Bytes of a request line besides its query string (method, path, version), for the guard on a head still arriving."""
+
+PROVED: Final[Mapping[str, str]] = {"uvicorn": "0.54.0", "httptools": "0.9.0"}
+"""The releases whose internals below are proved (the contract tests): the pins of pyproject.toml."""
+
+HOOKED: Final[Mapping[str, str]] = {
+    "HttpToolsProtocol": "uvicorn's httptools protocol (uvicorn.protocols.http.httptools_impl), subclassed here",
+    "HttpToolsProtocol.connection_made": "overridden: given the GatheringTransport, which it keeps as its transport",
+    "HttpToolsProtocol.data_received": "overridden: feeds httptools, whose callbacks below run within the call",
+    "HttpToolsProtocol.on_headers_complete": "httptools' callback, where uvicorn starts the app: not on a refused head",
+    "HttpToolsProtocol.on_body": "httptools' callback, handing the body to the app: not for a refused request",
+    "HttpToolsProtocol.on_message_complete": "httptools' callback ending a request: where the next head may begin",
+    "HttpToolsProtocol.on_response_complete": "uvicorn's call once an answer is written: the 431 waits its turn",
+    "HttpToolsProtocol.headers": "the head's fields as received, (name, value) bytes: counted against the limit",
+    "HttpToolsProtocol.url": "the request target as received (on_url): the refused request's path",
+    "HttpToolsProtocol.parser": "its httptools.HttpRequestParser: the refused request's method (get_method)",
+    "HttpToolsProtocol.pipeline": "the requests waiting their turn on the connection: the 431 comes after them",
+    "HttpToolsProtocol.cycle": "the request being answered (RequestResponseCycle): the 431 comes after it",
+    "RequestResponseCycle.response_complete": "whether that request's answer is written",
+    "HttpToolsProtocol.app_state": "the lifespan's state: the pipeline (its Limits) and the metrics (the 431 counted)",
+    "HttpToolsProtocol.server_state": "ServerState.default_headers: uvicorn's date and server fields, on the 431 too",
+    "HttpToolsProtocol.loop": "the event loop: the gathered writes' flush, the refused connection's close",
+    "HttpToolsProtocol.transport": "the transport it writes answers to: the 431 is written to it as well",
+}
+"""Each uvicorn name below its public API that ingest relies on, and why."""
+
+
+def installed_versions() -> dict[str, str]:
+    return {library: importlib.metadata.version(library) for library in PROVED}
+
+
+def check_versions() -> None:
+    """Refuse to run on a uvicorn or httptools other than :data:`PROVED`."""
+    for library, found in installed_versions().items():
+        proved = PROVED[library]
+        if found != proved:
+            raise UnprovedVersion(
+                f"{library} {found} is installed, but ingest is proved with {library} {proved} only:"
+                f" its HTTP protocol uses the library's internals (ingest/protocol.py); install {library}=={proved}"
+            )
 
 
 class GatheringTransport(asyncio.Transport):

@@ -1,18 +1,29 @@
 """uvicorn with ingest's HTTP protocol, on a real socket: the same answers, whole, in order; header fields held to
 their limit (a 431) before the app sees them."""
 
+import asyncio
 import http.client
+import inspect
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import httptools
+import pytest
 import uvicorn
+from starlette.testclient import TestClient
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
 
+from ingest import protocol
 from ingest.app import create_app
-from ingest.protocol import ONE_WRITE_HTTP
+from ingest.kafka_internals import UnprovedVersion
+from ingest.protocol import HOOKED, ONE_WRITE_HTTP, PROVED, OneWriteHttpToolsProtocol, check_versions
 from ingest.settings import IngestSettings
 from ingest.validate import Limits
 from tests.support.fakes import DEFAULTS, FakePublisher, FakeReader
@@ -167,3 +178,285 @@ def test_a_pipelined_request_past_the_limit_is_431_after_the_one_before_it_is_an
     assert first.startswith(b"HTTP/1.1 202 ")
     assert second.startswith(b"HTTP/1.1 431 ") and b'"field":"headers"' in second
     assert [e.label for e in publisher.published] == ["first"]
+
+
+# uvicorn's names below its public API that ingest.protocol relies on (ingest.protocol.HOOKED): one contract each.
+# An upgrade that removes or changes one fails its test, named for it; and ingest refuses another release.
+
+
+class RecordingTransport(asyncio.Transport):
+    """A socket's transport, as far as uvicorn's protocol uses it: what is written, whether it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class Connection:
+    """uvicorn's own HttpToolsProtocol (not ingest's), on a recording transport, with an app that answers 204."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        self.config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self.server_state = ServerState()
+        self.server_state.default_headers = [(b"server", b"uvicorn")]
+        self.app_state: dict[str, Any] = {"pipeline": None}
+        self.loop = loop
+        self.protocol = self.made(HttpToolsProtocol)
+        self.transport = RecordingTransport()
+
+    def made(self, cls: type[HttpToolsProtocol]) -> Any:
+        """A protocol of ``cls`` on this connection (httptools binds the callbacks when the parser is made)."""
+        self.protocol = cls(self.config, self.server_state, self.app_state, _loop=self.loop)
+        return self.protocol
+
+    def answer(self) -> None:
+        """Run the event loop until the requests fed are answered."""
+        for _ in range(20):
+            self.loop.run_until_complete(asyncio.sleep(0))
+
+
+Check = Callable[[Connection], None]
+CONTRACTS: dict[str, Check] = {}
+REQUEST = b"GET /track/?labels=a HTTP/1.1\r\nHost: t\r\nX-Long: vvvv\r\n\r\n"
+
+
+def contract(name: str) -> Callable[[Check], Check]:
+    def register(check: Check) -> Check:
+        CONTRACTS[name] = check
+        return check
+
+    return register
+
+
+def params(method: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(method).parameters)
+
+
+@pytest.fixture
+def connection() -> Iterator[Connection]:
+    loop = asyncio.new_event_loop()
+    try:
+        yield Connection(loop)
+    finally:
+        pending = asyncio.all_tasks(loop)  # the requests' tasks, answered or cancelled
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+
+
+@contract("HttpToolsProtocol")
+def _protocol(c: Connection) -> None:
+    assert issubclass(OneWriteHttpToolsProtocol, HttpToolsProtocol) and issubclass(HttpToolsProtocol, asyncio.Protocol)
+    assert params(HttpToolsProtocol.__init__) == ["self", "config", "server_state", "app_state", "_loop"]
+
+
+@contract("HttpToolsProtocol.connection_made")
+def _connection_made(c: Connection) -> None:
+    assert params(HttpToolsProtocol.connection_made) == ["self", "transport"]
+    c.protocol.connection_made(c.transport)
+    assert c.protocol.transport is c.transport
+
+
+@contract("HttpToolsProtocol.data_received")
+def _data_received(c: Connection) -> None:
+    assert params(HttpToolsProtocol.data_received) == ["self", "data"]
+    c.protocol.connection_made(c.transport)
+    c.protocol.data_received(REQUEST)
+    assert c.protocol.cycle is not None, "the parser's callbacks ran within the call"
+
+
+@contract("HttpToolsProtocol.on_headers_complete")
+def _on_headers_complete(c: Connection) -> None:
+    assert params(HttpToolsProtocol.on_headers_complete) == ["self"]
+    started: list[bool] = []
+
+    class Hooked(HttpToolsProtocol):
+        def on_headers_complete(self) -> None:
+            started.append(True)
+
+    c.made(Hooked).connection_made(c.transport)
+    c.protocol.data_received(REQUEST)
+    assert started == [True] and c.protocol.cycle is None, "no request is started without it"
+
+
+@contract("HttpToolsProtocol.on_body")
+def _on_body(c: Connection) -> None:
+    assert params(HttpToolsProtocol.on_body) == ["self", "body"]
+    bodies: list[bytes] = []
+
+    class Hooked(HttpToolsProtocol):
+        def on_body(self, body: bytes) -> None:
+            bodies.append(body)
+
+    c.made(Hooked).connection_made(c.transport)
+    c.protocol.data_received(b"POST /track/ HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd")
+    assert bodies == [b"abcd"]
+
+
+@contract("HttpToolsProtocol.on_message_complete")
+def _on_message_complete(c: Connection) -> None:
+    assert params(HttpToolsProtocol.on_message_complete) == ["self"]
+    ends: list[int] = []
+
+    class Hooked(HttpToolsProtocol):
+        def on_message_complete(self) -> None:
+            ends.append(len(self.headers))
+
+    c.made(Hooked).connection_made(c.transport)
+    c.protocol.data_received(REQUEST + REQUEST[:20])
+    assert ends == [2], "called once a request is whole, before the next head's bytes are parsed"
+
+
+@contract("HttpToolsProtocol.on_response_complete")
+def _on_response_complete(c: Connection) -> None:
+    assert params(HttpToolsProtocol.on_response_complete) == ["self"]
+    c.protocol.connection_made(c.transport)
+    answered: list[bool] = []
+    theirs = c.protocol.on_response_complete
+
+    def complete() -> None:
+        answered.append(c.protocol.cycle.response_complete)
+        theirs()
+
+    c.protocol.on_response_complete = complete  # type: ignore[method-assign]
+    c.protocol.data_received(REQUEST)
+    c.answer()
+    assert answered == [True], "called once per answer, written whole"
+
+
+@contract("HttpToolsProtocol.headers")
+def _headers(c: Connection) -> None:
+    class Hooked(HttpToolsProtocol):
+        def on_headers_complete(self) -> None:
+            pass
+
+    c.made(Hooked).connection_made(c.transport)
+    c.protocol.data_received(REQUEST)
+    assert c.protocol.headers == [(b"host", b"t"), (b"x-long", b"vvvv")]
+
+
+@contract("HttpToolsProtocol.url")
+def _url(c: Connection) -> None:
+    c.protocol.connection_made(c.transport)
+    c.protocol.data_received(REQUEST[:12])
+    c.protocol.data_received(REQUEST[12:25])
+    assert c.protocol.url == b"/track/?labels=a", "the target so far, once the request line is read"
+
+
+@contract("HttpToolsProtocol.parser")
+def _parser(c: Connection) -> None:
+    c.protocol.connection_made(c.transport)
+    assert isinstance(c.protocol.parser, httptools.HttpRequestParser)
+    c.protocol.data_received(REQUEST[:25])
+    assert c.protocol.parser.get_method() == b"GET"
+
+
+@contract("HttpToolsProtocol.pipeline")
+def _pipeline(c: Connection) -> None:
+    c.protocol.connection_made(c.transport)
+    assert isinstance(c.protocol.pipeline, deque) and not c.protocol.pipeline
+    c.protocol.data_received(REQUEST * 2)
+    assert len(c.protocol.pipeline) == 1, "the second request waits for the first's answer"
+    c.answer()
+    assert not c.protocol.pipeline and len(b"".join(c.transport.written).split(b"204 No Content")) == 3
+
+
+@contract("HttpToolsProtocol.cycle")
+def _cycle(c: Connection) -> None:
+    c.protocol.connection_made(c.transport)
+    assert c.protocol.cycle is None
+    c.protocol.data_received(REQUEST)
+    assert isinstance(c.protocol.cycle, RequestResponseCycle)
+
+
+@contract("RequestResponseCycle.response_complete")
+def _response_complete(c: Connection) -> None:
+    c.protocol.connection_made(c.transport)
+    c.protocol.data_received(REQUEST)
+    cycle = c.protocol.cycle
+    assert cycle.response_complete is False
+    c.answer()
+    assert cycle.response_complete is True
+
+
+@contract("HttpToolsProtocol.app_state")
+def _app_state(c: Connection) -> None:
+    assert c.protocol.app_state is c.app_state, "the lifespan's state itself"
+
+
+@contract("HttpToolsProtocol.server_state")
+def _server_state(c: Connection) -> None:
+    assert c.protocol.server_state is c.server_state
+    c.protocol.connection_made(c.transport)
+    c.protocol.data_received(REQUEST)
+    c.answer()
+    assert b"\r\nserver: uvicorn\r\n" in b"".join(c.transport.written), "default_headers go on every answer"
+
+
+@contract("HttpToolsProtocol.loop")
+def _loop(c: Connection) -> None:
+    assert c.protocol.loop is c.loop
+
+
+@contract("HttpToolsProtocol.transport")
+def _transport(c: Connection) -> None:
+    c.protocol.connection_made(c.transport)
+    c.protocol.data_received(REQUEST)
+    c.answer()
+    assert b"".join(c.transport.written).startswith(b"HTTP/1.1 204 No Content\r\n"), "answers are written to it"
+
+
+@pytest.mark.parametrize("name", list(HOOKED))
+def test_each_hooked_uvicorn_name_still_does_what_ingest_relies_on(name: str, connection: Connection) -> None:
+    check = CONTRACTS.get(name)
+    assert check is not None, f"{name}: hooked, but no contract test"
+    try:
+        check(connection)
+    except Exception as exc:
+        pytest.fail(f"uvicorn's {name} changed ({HOOKED[name]}): {exc!r}")
+
+
+def test_every_uvicorn_contract_is_of_a_hooked_name() -> None:
+    assert set(CONTRACTS) == set(HOOKED)
+
+
+def test_the_installed_uvicorn_and_httptools_are_the_proved_ones() -> None:
+    check_versions()
+    assert protocol.installed_versions() == PROVED == {"uvicorn": "0.54.0", "httptools": "0.9.0"}
+
+
+@pytest.mark.parametrize("library", ["uvicorn", "httptools"])
+def test_ingest_refuses_to_start_on_another_uvicorn_or_httptools(library: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "installed_versions", lambda: {**PROVED, library: "9.9.9"})
+    with pytest.raises(UnprovedVersion) as refused:
+        check_versions()
+    message = str(refused.value)
+    assert f"{library} 9.9.9 is installed" in message and f"{library} {PROVED[library]} only" in message
+    app = create_app(DEFAULTS, lambda _: FakePublisher(), lambda _: FakeReader())
+    with pytest.raises(UnprovedVersion, match=f"{library} 9.9.9"), TestClient(app):  # at startup, as tally ingest
+        pass
