@@ -22,7 +22,8 @@ benchmark's own on free loopback ports (``stack.stack.own_stack``, data under
    freshness a site sees at ordinary load (target p99 ≤ 2 s).
 2. What a ClickHouse user would build instead (:mod:`bench.worker_clickhouse_kafka`'s
    tables): the worker stopped, a Kafka engine table on the same topic (its
-   group's offsets set to the topic's end first), a materialized view into
+   group's offsets set to the topic's end first, each record read as one
+   line), a materialized view that ARRAY JOINs each v2 record's events into
    a SummingMergeTree, read with ``sum() ... GROUP BY``. The same load, at
    half the highest rate and at the highest; freshness is polled with that
    query. If the engine cannot be created or counts nothing, the row says so.
