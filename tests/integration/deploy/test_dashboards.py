@@ -83,8 +83,12 @@ def counted(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ),
                 timeout_s=60,
             )
+        # The worker's lag appears once its timer has seen each partition's end and committed offset, which
+        # may be after the counts are written (a write follows the counting at once).
+        worker_url = f"http://127.0.0.1:{services.worker_ports['1']}/metrics"
+        eventually(lambda: "tally_worker_consumer_lag" in scrape(worker_url), timeout_s=30)
         metrics = scrape(f"{services.ingest_url}/metrics")
-        for name, labels in scrape(f"http://127.0.0.1:{services.worker_ports['1']}/metrics").items():
+        for name, labels in scrape(worker_url).items():
             metrics.setdefault(name, set()).update(labels)
         yield Counted(settings, events, sent_at, metrics)
     finally:
